@@ -1,0 +1,175 @@
+"""The library behind every front end: the CLI, the tests and (later) the dashboard call it.
+
+Each function takes an open Store, checks its input, and returns domain values; rendering is
+the caller's business.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from queuectl import config, errors, models, spec
+from queuectl.store import Store
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _resolve(
+    item: models.JobSpec, cfg: config.Config, now: datetime, base_dir: str
+) -> models.NewJob:
+    """Apply the configured defaults and make times and paths absolute."""
+    run_at = item.run_at or now + timedelta(seconds=item.delay or 0.0)
+    timeout = item.timeout if item.timeout is not None else (cfg.job_timeout or None)
+    return models.NewJob(
+        id=item.id or _new_id(),
+        command=item.command,
+        queue=item.queue,
+        priority=item.priority,
+        run_at=run_at,
+        max_retries=cfg.max_retries if item.max_retries is None else item.max_retries,
+        timeout=timeout,
+        cwd=str(Path(base_dir, item.cwd)) if item.cwd else base_dir,
+        env=dict(item.env),
+    )
+
+
+def enqueue(store: Store, specs: Sequence[models.JobSpec], cwd: str | None = None) -> list[str]:
+    """Store jobs durably, all or none, and return their ids.
+
+    A job's cwd defaults to `cwd` (the caller's directory when None), as pueue does, and a
+    relative cwd is taken from there. Raises DuplicateJob naming the clashing id.
+    """
+    cfg = config.from_stored(store.get_config())
+    now = store.now()
+    base_dir = cwd or str(Path.cwd())
+    jobs = [_resolve(item, cfg, now, base_dir) for item in specs]
+    store.enqueue(jobs)
+    return [job.id for job in jobs]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A snapshot of the queue: job counts and workers."""
+
+    counts: models.Counts
+    workers: list[models.WorkerInfo]
+    now: datetime
+
+
+def status(store: Store) -> Status:
+    """Job counts per queue and state, and the registered workers."""
+    return Status(counts=store.counts(), workers=store.list_workers(), now=store.now())
+
+
+def list_jobs(
+    store: Store,
+    state: models.JobState | None = None,
+    queue: str | None = None,
+    limit: int = 50,
+) -> list[models.Job]:
+    """Jobs newest first, optionally of one state and queue."""
+    if limit < 1:
+        raise errors.FieldError("limit", f"must be a whole number >= 1 (got {limit})")
+    if queue is not None:
+        queue = spec.parse_queue(queue)
+    return store.list_jobs(models.JobFilter(state=state, queue=queue), limit)
+
+
+def get_job(store: Store, job_id: str) -> models.Job:
+    """One job. Raises NotFound."""
+    job = store.get_job(job_id)
+    if job is None:
+        raise errors.NotFound(f'no job with id "{job_id}" (see `queuectl list`)')
+    return job
+
+
+def show(store: Store, job_id: str) -> tuple[models.Job, list[models.Attempt]]:
+    """A job and its attempt history. Raises NotFound."""
+    return get_job(store, job_id), store.attempts(job_id)
+
+
+def logs(store: Store, job_id: str, attempt: int | None = None) -> models.Attempt:
+    """The captured output of one attempt (the latest when `attempt` is None). Raises NotFound."""
+    get_job(store, job_id)
+    history = store.attempts(job_id)
+    if not history:
+        raise errors.NotFound(f'job "{job_id}" has not run yet, so it has no output')
+    if attempt is None:
+        return history[-1]
+    for item in history:
+        if item.number == attempt:
+            return item
+    raise errors.NotFound(
+        f'job "{job_id}" has no attempt {attempt} (it has attempts 1-{history[-1].number})'
+    )
+
+
+def retry_dead(store: Store, job_ids: Sequence[str] | None) -> list[str]:
+    """Move dead jobs back to pending with a fresh retry budget; None means every dead job.
+
+    Named jobs must all exist and be dead, or nothing changes (NotFound / UsageError).
+    """
+    for job_id in job_ids or ():
+        job = get_job(store, job_id)
+        if job.state is not models.JobState.DEAD:
+            raise errors.QueuectlError(
+                f'job "{job_id}" is not in the dead letter queue (it is {job.state})'
+            )
+    return store.retry_dead(job_ids)
+
+
+def get_config(store: Store) -> dict[str, int | float]:
+    """Every config key with its effective value."""
+    cfg = config.from_stored(store.get_config())
+    return {key: getattr(cfg, key) for key in config.KEYS}
+
+
+def set_config(store: Store, key: str, value: str) -> tuple[str, int | float]:
+    """Check and store a config value; return the canonical key and parsed value."""
+    name = config.canonical_key(key)
+    parsed = config.parse_value(name, value)
+    store.set_config(name, config.format_value(parsed))
+    return name, parsed
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    """What `worker stop` achieved."""
+
+    asked: list[str]
+    remaining: list[str]
+
+    @property
+    def stopped(self) -> int:
+        """How many of the workers asked have gone."""
+        return len(self.asked) - len(self.remaining)
+
+
+def stop_workers(
+    store: Store,
+    now: bool = False,
+    timeout: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> StopResult:
+    """Ask every live worker to stop (finishing its job, or at once with `now`) and wait for them.
+
+    Workers silent for longer than a lease are dead already: they are forgotten, not waited for.
+    """
+    cfg = config.from_stored(store.get_config())
+    store.prune_workers(silent_for=cfg.lease)
+    asked = store.request_stop(None, "now" if now else "graceful")
+    deadline = time.monotonic() + timeout
+    remaining = list(asked)
+    while remaining:
+        remaining = [w.id for w in store.list_workers() if w.id in set(asked)]
+        if not remaining or time.monotonic() >= deadline:
+            break
+        sleep(0.05)
+    return StopResult(asked=asked, remaining=remaining)

@@ -1,0 +1,149 @@
+"""Job commands: enqueue, status, list, show, logs."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any, TextIO
+
+import click
+
+from queuectl import api, errors, models, spec
+from queuectl.cli import render
+
+STATES = [state.value for state in models.JobState]
+
+
+def _flags_to_mapping(flags: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
+    """Build a job object from flags and the words after `--`."""
+    data = {key: value for key, value in flags.items() if value is not None and key != "env"}
+    if args:
+        if "command" in data:
+            raise errors.UsageError("command: give it with --command or after --, not both")
+        data["command"] = args[0] if len(args) == 1 else shlex.join(args)
+    if flags["env"]:
+        env = {}
+        for item in flags["env"]:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise errors.FieldError("env", f'must be KEY=VALUE (got "{item}")')
+            env[name] = value
+        data["env"] = env
+    return data
+
+
+def _read_lines(path: str) -> list[models.JobSpec]:
+    if path == "-":
+        return spec.from_lines(sys.stdin)
+    try:
+        with open(path, encoding="utf-8") as handle:  # noqa: PTH123
+            return spec.from_lines(handle)
+    except OSError as exc:
+        raise errors.FieldError("file", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise errors.FieldError("file", f"{path} is not UTF-8 text") from None
+
+
+def _specs(args: tuple[str, ...], file: str | None, flags: dict[str, Any]) -> list[models.JobSpec]:
+    given = [name for name, value in flags.items() if value not in (None, ())]
+    if file is not None:
+        if args or given:
+            raise errors.UsageError("file: give jobs with --file alone, without other job flags")
+        return _read_lines(file)
+    if len(args) == 1 and args[0].lstrip().startswith("{"):
+        if given:
+            raise errors.UsageError(f"{given[0]}: give the job as JSON or as flags, not both")
+        return [spec.from_json(args[0])]
+    if not args and not given:
+        raise errors.UsageError(
+            "job: give a JSON object, flags (--command ...), a command after --, or --file"
+        )
+    return [spec.from_mapping(_flags_to_mapping(flags, args))]
+
+
+@click.command(no_args_is_help=False)
+@click.argument("args", nargs=-1)
+@click.option("-f", "--file", metavar="PATH", help="Enqueue JSON lines from a file ('-': stdin).")
+@click.option("--id", "id_", metavar="ID", help="Job id (generated when absent).")
+@click.option("-c", "--command", metavar="CMD", help="Shell command to run with /bin/sh -c.")
+@click.option("-p", "--priority", type=int, help="Higher runs first (default 0).")
+@click.option("--run-at", metavar="TIME", help="ISO-8601 time with timezone to run at.")
+@click.option("--delay", type=float, help="Seconds from now to run at.")
+@click.option("--max-retries", type=int, help="Retries after the first attempt.")
+@click.option("--timeout", type=float, help="Seconds an attempt may run.")
+@click.option("-q", "--queue", metavar="NAME", help="Queue name (default 'default').")
+@click.option("--cwd", metavar="DIR", help="Working directory (default: the current one).")
+@click.option("--env", multiple=True, metavar="KEY=VALUE", help="Extra environment variable.")
+@click.pass_obj
+def enqueue(
+    obj: Any, /, args: tuple[str, ...], file: str | None, id_: str | None, **flags: Any
+) -> None:
+    r"""Add a job: JSON, flags, or a command after --.
+
+    \b
+      queuectl enqueue '{"id":"job1","command":"sleep 2"}'
+      queuectl enqueue --id job1 --command "sleep 2"
+      queuectl enqueue -- sleep 2
+      queuectl enqueue --file jobs.jsonl
+    """
+    specs = _specs(args, file, {"id": id_, **flags})
+    with obj.store() as store:
+        ids = api.enqueue(store, specs)
+    if file is not None:
+        click.echo(f"enqueued {len(ids)} jobs")
+    else:
+        click.echo(ids[0])
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(obj: Any, as_json: bool) -> None:
+    """Job counts per state and queue, and the workers."""
+    with obj.store() as store:
+        snapshot = api.status(store)
+    render.status(snapshot, as_json)
+
+
+@click.command(name="list")
+@click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
+@click.option("-q", "--queue", metavar="NAME", help="Only jobs of this queue.")
+@click.option("-n", "--limit", type=int, default=50, show_default=True, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def list_(obj: Any, state: str | None, queue: str | None, limit: int, as_json: bool) -> None:
+    """Jobs, newest first."""
+    with obj.store() as store:
+        jobs = api.list_jobs(store, models.JobState(state) if state else None, queue, limit)
+    render.jobs(jobs, as_json)
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def show(obj: Any, job_id: str, as_json: bool) -> None:
+    """A job's fields and its attempt history."""
+    with obj.store() as store:
+        job, attempts = api.show(store, job_id)
+    render.job_detail(job, attempts, as_json)
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB")
+@click.option("-a", "--attempt", type=int, help="Attempt number (default: the latest).")
+@click.pass_obj
+def logs(obj: Any, job_id: str, attempt: int | None) -> None:
+    """The captured stdout and stderr of a job's attempt."""
+    with obj.store() as store:
+        record = api.logs(store, job_id, attempt)
+    out: TextIO = sys.stdout
+    out.write(f"== attempt {record.number}: {record.end} ==\n")
+    for name, data in (("stdout", record.stdout), ("stderr", record.stderr)):
+        out.write(f"-- {name} --\n")
+        text = data.decode("utf-8", errors="replace")
+        out.write(text if text.endswith("\n") or not text else text + "\n")
+    out.flush()
+
+
+COMMANDS = (enqueue, status, list_, show, logs)

@@ -1,0 +1,188 @@
+"""Render api results as rich tables or JSON. The only module that imports rich (lazily)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from queuectl import api, models
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+def _local(when: datetime | None) -> str:
+    return "" if when is None else when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def job_dict(job: models.Job) -> dict[str, Any]:
+    """A job as JSON-ready data."""
+    return {
+        "id": job.id,
+        "command": job.command,
+        "queue": job.queue,
+        "state": job.state.value,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_retries": job.max_retries,
+        "timeout": job.timeout,
+        "cwd": job.cwd,
+        "env": job.env,
+        "run_at": _iso(job.run_at),
+        "created_at": _iso(job.created_at),
+        "updated_at": _iso(job.updated_at),
+        "worker_id": job.worker_id,
+        "lease_expires_at": _iso(job.lease_expires_at),
+        "last_error": job.last_error,
+    }
+
+
+def attempt_dict(attempt: models.Attempt) -> dict[str, Any]:
+    """An attempt as JSON-ready data, without its output (see `logs`)."""
+    return {
+        "number": attempt.number,
+        "worker_id": attempt.worker_id,
+        "host": attempt.host,
+        "pid": attempt.pid,
+        "started_at": _iso(attempt.started_at),
+        "ended_at": _iso(attempt.ended_at),
+        "duration": round(attempt.duration, 6),
+        "exit_code": attempt.exit_code,
+        "signal": attempt.signal,
+        "outcome": attempt.end.value,
+        "error": attempt.error,
+    }
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    return table
+
+
+def _print(*tables: Table) -> None:
+    from rich.console import Console
+
+    console = Console()
+    for table in tables:
+        console.print(table)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def status(snapshot: api.Status, as_json: bool) -> None:
+    """Counts per queue and state, then workers."""
+    states = list(models.JobState)
+    queues = sorted(snapshot.counts.by_queue)
+    workers = [
+        {
+            "id": w.id,
+            "host": w.host,
+            "pid": w.pid,
+            "queues": list(w.queues),
+            "started_at": _iso(w.started_at),
+            "heartbeat_age": round((snapshot.now - w.heartbeat_at).total_seconds(), 3),
+            "job_id": w.job_id,
+            "stop": w.stop,
+        }
+        for w in snapshot.workers
+    ]
+    if as_json:
+        _print_json(
+            {
+                "jobs": {s.value: snapshot.counts.total(s) for s in states},
+                "queues": {
+                    q: {s.value: snapshot.counts.by_queue[q].get(s, 0) for s in states}
+                    for q in queues
+                },
+                "workers": workers,
+            }
+        )
+        return
+    rows = [[_escape(q), *(snapshot.counts.by_queue[q].get(s, 0) for s in states)] for q in queues]
+    rows.append(["[bold]all[/bold]", *(snapshot.counts.total(s) for s in states)])
+    jobs_table = _table("Jobs", ["queue", *(s.value for s in states)], rows)
+    worker_rows = [
+        [
+            _escape(w.id),
+            _escape(w.host),
+            w.pid,
+            f"{(snapshot.now - w.heartbeat_at).total_seconds():.1f}s ago",
+            _escape(w.job_id or "idle") + (f" (stopping: {w.stop})" if w.stop else ""),
+        ]
+        for w in snapshot.workers
+    ]
+    workers_table = _table(
+        f"Workers ({len(workers)})", ["worker", "host", "pid", "heartbeat", "job"], worker_rows
+    )
+    _print(jobs_table, workers_table)
+
+
+def jobs(items: Sequence[models.Job], as_json: bool) -> None:
+    """A list of jobs."""
+    if as_json:
+        _print_json([job_dict(job) for job in items])
+        return
+    rows = [
+        [
+            _escape(j.id),
+            j.state.value,
+            _escape(j.queue),
+            j.priority,
+            f"{j.attempts}/{j.max_retries + 1}",
+            _local(j.created_at),
+            _escape(j.command),
+            _escape(j.last_error or ""),
+        ]
+        for j in items
+    ]
+    columns = ["id", "state", "queue", "pri", "attempts", "created", "command", "last error"]
+    _print(_table(None, columns, rows))
+
+
+def job_detail(job: models.Job, attempts: Sequence[models.Attempt], as_json: bool) -> None:
+    """One job's fields and its attempts."""
+    if as_json:
+        _print_json({**job_dict(job), "history": [attempt_dict(a) for a in attempts]})
+        return
+    fields = [
+        [key, _escape("" if value is None else str(value))] for key, value in job_dict(job).items()
+    ]
+    rows = [
+        [
+            a.number,
+            a.end.value,
+            _local(a.started_at),
+            f"{a.duration:.3f}s",
+            a.exit_code if a.signal is None else f"signal {a.signal}",
+            _escape(f"{a.host or ''} {a.worker_id or ''} pid {a.pid or '-'}"),
+            _escape(a.error or ""),
+        ]
+        for a in attempts
+    ]
+    columns = ["#", "outcome", "started", "duration", "exit", "where", "error"]
+    _print(
+        _table(f"Job {_escape(job.id)}", ["field", "value"], fields),
+        _table("Attempts", columns, rows),
+    )

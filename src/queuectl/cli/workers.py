@@ -1,0 +1,111 @@
+"""Worker commands: start (a supervisor of N workers), run (one worker), stop."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from queuectl import api
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(process)d %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+
+
+@click.group()
+def worker() -> None:
+    """Start and stop worker processes."""
+
+
+@worker.command()
+@click.option(
+    "-n",
+    "--count",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Worker processes to run.",
+)
+@click.option(
+    "-q",
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="NAME",
+    help="Only take jobs of this queue (repeatable; default: all queues).",
+)
+@click.option("-d", "--detach", is_flag=True, help="Run in the background and return.")
+@click.option(
+    "--log",
+    "log_file",
+    metavar="FILE",
+    help="With --detach: the log file (default: worker.log beside the database).",
+)
+@click.pass_obj
+def start(
+    obj: Any, count: int, queues: tuple[str, ...], detach: bool, log_file: str | None
+) -> None:
+    """Run COUNT workers under one supervisor, in the foreground unless --detach.
+
+    Ctrl+C (or SIGTERM) stops them gracefully: each finishes its job first. A second Ctrl+C
+    stops running jobs at once and puts them back to pending.
+    """
+    from queuectl import spec, supervisor
+
+    for queue in queues:
+        spec.parse_queue(queue)
+    db = str(Path(obj.db).absolute())
+    with obj.store():
+        pass  # create and migrate the store once, before the workers race to
+    if detach:
+        log_path = Path(log_file) if log_file else Path(db).parent / "worker.log"
+        pid = supervisor.detach(db, count, queues, log_path)
+        click.echo(
+            f"started {count} worker(s) in the background (supervisor pid {pid}, log {log_path})"
+        )
+        return
+    _log_to_stderr()
+    supervisor.Supervisor(db, count, queues).run()
+
+
+@worker.command(hidden=True)
+@click.option("-q", "--queue", "queues", multiple=True, metavar="NAME")
+@click.pass_obj
+def run(obj: Any, queues: tuple[str, ...]) -> None:
+    """Run one worker in this process (what `start` runs N times)."""
+    from queuectl import worker as worker_module
+
+    _log_to_stderr()
+    worker_module.run_worker(obj.db, queues)
+
+
+@worker.command()
+@click.option("--now", is_flag=True, help="Stop running jobs too (they go back to pending).")
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the workers to exit.",
+)
+@click.pass_obj
+def stop(obj: Any, now: bool, timeout: float) -> None:
+    """Ask every worker (on any host) to stop, and wait until they have."""
+    with obj.store() as store:
+        result = api.stop_workers(store, now=now, timeout=timeout)
+    if not result.asked:
+        click.echo("no workers running")
+        return
+    click.echo(f"stopped {result.stopped} of {len(result.asked)} worker(s)")
+    if result.remaining:
+        raise click.ClickException(
+            f"{len(result.remaining)} worker(s) still running after {timeout:g}s: "
+            + ", ".join(result.remaining)
+        )

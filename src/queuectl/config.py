@@ -1,0 +1,152 @@
+"""Configuration keys: each one's default, meaning and parser, and the Config value they make.
+
+Values are stored as text in the store; this module turns text into checked values. No I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+
+from queuectl import errors
+
+MAX_RETRIES = 3
+"""Retries after the first attempt; a job runs at most max_retries + 1 times."""
+BACKOFF_BASE = 2.0
+"""A failed attempt is retried after backoff_base ** attempts seconds."""
+MAX_BACKOFF = 3600.0
+"""The longest wait between attempts, in seconds."""
+BACKOFF_JITTER = 0.0
+"""Spread of the delay: it is multiplied by a random factor in [1 - jitter, 1 + jitter]."""
+JOB_TIMEOUT = 0.0
+"""Default timeout of an attempt in seconds; 0 means none."""
+POLL_INTERVAL = 1.0
+"""Longest an idle worker sleeps before looking for due jobs again, in seconds."""
+OUTPUT_LIMIT = 1024 * 1024
+"""Bytes of stdout and of stderr kept per attempt (the tail)."""
+LEASE = 30.0
+"""Seconds a claim stays valid without a heartbeat; a dead worker's job is recovered after it."""
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+}
+
+
+def _number(text: str, key: str) -> float:
+    try:
+        value = float(text.strip().removesuffix("s"))
+    except ValueError:
+        raise errors.FieldError(key, f'must be a number (got "{text}")') from None
+    if not math.isfinite(value):
+        raise errors.FieldError(key, f'must be a finite number (got "{text}")')
+    return value
+
+
+def _at_least(low: float, *, strict: bool = False) -> Callable[[str, str], float]:
+    def parse(text: str, key: str) -> float:
+        value = _number(text, key)
+        if value < low or (strict and value == low):
+            relation = ">" if strict else ">="
+            raise errors.FieldError(key, f'must be a number {relation} {low:g} (got "{text}")')
+        return value
+
+    return parse
+
+
+def _fraction(text: str, key: str) -> float:
+    value = _number(text, key)
+    if not 0 <= value <= 1:
+        raise errors.FieldError(key, f'must be a number from 0 to 1 (got "{text}")')
+    return value
+
+
+def _count(text: str, key: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise errors.FieldError(key, f'must be a whole number >= 0 (got "{text}")') from None
+    if value < 0:
+        raise errors.FieldError(key, f'must be a whole number >= 0 (got "{text}")')
+    return value
+
+
+def _size(text: str, key: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS or int(match.group(1)) < 1:
+        raise errors.FieldError(
+            key, f'must be a size in bytes >= 1, like 65536 or 1MiB (got "{text}")'
+        )
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Checked configuration. Field names are the canonical key names."""
+
+    max_retries: int = MAX_RETRIES
+    backoff_base: float = BACKOFF_BASE
+    max_backoff: float = MAX_BACKOFF
+    backoff_jitter: float = BACKOFF_JITTER
+    job_timeout: float = JOB_TIMEOUT
+    poll_interval: float = POLL_INTERVAL
+    output_limit: int = OUTPUT_LIMIT
+    lease: float = LEASE
+
+
+PARSERS: dict[str, Callable[[str, str], float | int]] = {
+    "max_retries": _count,
+    "backoff_base": _at_least(1.0),
+    "max_backoff": _at_least(0.0),
+    "backoff_jitter": _fraction,
+    "job_timeout": _at_least(0.0),
+    "poll_interval": _at_least(0.01),
+    "output_limit": _size,
+    "lease": _at_least(1.0),
+}
+KEYS = tuple(f.name for f in fields(Config))
+
+
+def canonical_key(key: str) -> str:
+    """Return the canonical name of a key, accepting hyphens; raise for an unknown key."""
+    name = key.strip().lower().replace("-", "_")
+    if name not in PARSERS:
+        raise errors.UsageError(f'unknown config key "{key}" (known keys: {", ".join(KEYS)})')
+    return name
+
+
+def parse_value(key: str, text: str) -> int | float:
+    """Check a value for a key and return it parsed. Raises FieldError naming the key."""
+    name = canonical_key(key)
+    return PARSERS[name](text, name)
+
+
+def from_stored(stored: Mapping[str, str]) -> Config:
+    """Build a Config from stored text values; unknown or unparsable stored values are ignored."""
+    values: dict[str, int | float] = {}
+    for key, text in stored.items():
+        if key in PARSERS:
+            try:
+                values[key] = PARSERS[key](text, key)
+            except errors.FieldError:
+                continue
+    return Config(**values)  # type: ignore[arg-type]
+
+
+def format_value(value: int | float) -> str:
+    """Render a value the way `config get` prints it."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

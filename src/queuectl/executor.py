@@ -1,0 +1,231 @@
+"""Run one command: /bin/sh -c in its own session, output tail-capped, timeout enforced.
+
+The only module that starts a job's process. The command's whole process group is the job: on a
+timeout or an abort it gets SIGTERM, then SIGKILL after a grace period, and whatever is left of the
+group when the command itself exits is killed too, so nothing the job started outlives its attempt.
+It knows nothing of the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from queuectl import models
+
+KILL_GRACE = 5.0
+"""Seconds between SIGTERM and SIGKILL when a job is stopped."""
+READ_CHUNK = 65536
+NOT_STARTED_CODES = (126, 127)
+"""Exit codes with which /bin/sh says it could not find or execute the command."""
+
+
+class TailBuffer:
+    """Keeps the last `limit` bytes of a stream, never holding much more than that."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self.dropped = 0
+
+    def add(self, data: bytes) -> None:
+        """Append data, dropping the oldest bytes beyond the limit."""
+        self._chunks.append(data)
+        self._size += len(data)
+        while self._size - len(self._chunks[0]) >= self.limit:
+            self._size -= len(self._chunks[0])
+            self.dropped += len(self._chunks.popleft())
+
+    def value(self) -> bytes:
+        """The kept tail, behind a marker saying how much was cut when anything was."""
+        data = b"".join(self._chunks)
+        cut = max(len(data) - self.limit, 0)
+        if not cut and not self.dropped:
+            return data
+        marker = f"[queuectl: {self.dropped + cut} earlier bytes truncated]\n".encode()
+        return marker + data[cut:]
+
+
+@dataclass
+class _Run:
+    """The state of one running command, for the event loop."""
+
+    proc: subprocess.Popen[bytes]
+    buffers: dict[int, TailBuffer]
+    deadline: float | None
+    exited: bool = False
+    stop_reason: models.AttemptEnd | None = None
+    term_sent_at: float | None = None
+    killed: bool = False
+    selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _start(command: str, cwd: str | None, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["/bin/sh", "-c", command],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None  # not Linux >= 5.3: fall back to polling
+
+
+def _escalate(run: _Run, abort: threading.Event | None, kill_grace: float) -> None:
+    """Send TERM when the deadline passes or an abort comes, and KILL after the grace period."""
+    now = time.monotonic()
+    if run.stop_reason is None and not run.exited:
+        if run.deadline is not None and now >= run.deadline:
+            run.stop_reason = models.AttemptEnd.TIMEOUT
+        elif abort is not None and abort.is_set():
+            run.stop_reason = models.AttemptEnd.SHUTDOWN
+        if run.stop_reason is not None:
+            _signal_group(run.proc.pid, signal.SIGTERM)
+            run.term_sent_at = now
+    if run.term_sent_at is not None and not run.killed and now >= run.term_sent_at + kill_grace:
+        _signal_group(run.proc.pid, signal.SIGKILL)
+        run.killed = True
+
+
+def _next_wait(
+    run: _Run, pidfd: int | None, abort: threading.Event | None, kill_grace: float
+) -> float | None:
+    now = time.monotonic()
+    waits: list[float] = []
+    if run.deadline is not None and run.stop_reason is None:
+        waits.append(run.deadline - now)
+    if run.term_sent_at is not None and not run.killed:
+        waits.append(run.term_sent_at + kill_grace - now)
+    if abort is not None or (pidfd is None and not run.exited):
+        waits.append(0.05)  # abort is an Event with no fd; without a pidfd exit is polled
+    return max(min(waits), 0.0) if waits else None
+
+
+def _on_leader_exit(run: _Run) -> None:
+    """The command has exited (not yet reaped, so its pgid is still ours): end what it left."""
+    run.exited = True
+    _signal_group(run.proc.pid, signal.SIGKILL)
+
+
+def _pump(run: _Run, pidfd: int | None, abort: threading.Event | None, kill_grace: float) -> None:
+    """Read output and watch the clock until the command has exited and both pipes are closed."""
+    while run.selector.get_map() or not run.exited:
+        for key, _ in run.selector.select(_next_wait(run, pidfd, abort, kill_grace)):
+            if key.fd == pidfd:
+                run.selector.unregister(pidfd)
+                _on_leader_exit(run)
+                continue
+            data = os.read(key.fd, READ_CHUNK)
+            if data:
+                run.buffers[key.fd].add(data)
+            else:
+                run.selector.unregister(key.fd)
+        if pidfd is None and not run.exited and run.proc.poll() is not None:
+            run.exited = True
+            _signal_group(run.proc.pid, signal.SIGKILL)
+        _escalate(run, abort, kill_grace)
+
+
+def _classify(run: _Run, code: int, stderr: bytes) -> tuple[models.AttemptEnd, str | None]:
+    if run.stop_reason is not None:
+        return run.stop_reason, None
+    if code == 0:
+        return models.AttemptEnd.SUCCEEDED, None
+    if code in NOT_STARTED_CODES:
+        last = stderr.decode(errors="replace").strip().splitlines()
+        return models.AttemptEnd.NOT_FOUND, (last[-1] if last else f"exit code {code}")
+    return models.AttemptEnd.FAILED, None
+
+
+def run(
+    command: str,
+    *,
+    timeout: float | None = None,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    output_limit: int = 1024 * 1024,
+    abort: threading.Event | None = None,
+    kill_grace: float = KILL_GRACE,
+) -> models.Outcome:
+    """Run `command` with /bin/sh -c and return how it ended, with the tails of its output.
+
+    Args:
+        command: the shell command.
+        timeout: seconds before the process group is stopped (TERM, then KILL); None for none.
+        cwd: working directory.
+        env: variables added to this process's environment.
+        output_limit: bytes of stdout and of stderr kept (the last ones).
+        abort: when set, the process group is stopped and the outcome is SHUTDOWN.
+        kill_grace: seconds between TERM and KILL.
+    """
+    started = datetime.now(UTC)
+    try:
+        proc = _start(command, cwd, env or {})
+    except OSError as exc:
+        return models.Outcome(
+            end=models.AttemptEnd.NOT_FOUND,
+            started_at=started,
+            ended_at=datetime.now(UTC),
+            error=f"could not start: {exc.strerror or exc}"
+            + (f" ({exc.filename})" if exc.filename else ""),
+        )
+    assert proc.stdout is not None  # noqa: S101 - both pipes were asked for
+    assert proc.stderr is not None  # noqa: S101
+    out, err = proc.stdout.fileno(), proc.stderr.fileno()
+    deadline = time.monotonic() + timeout if timeout else None
+    job = _Run(
+        proc=proc,
+        buffers={out: TailBuffer(output_limit), err: TailBuffer(output_limit)},
+        deadline=deadline,
+    )
+    pidfd = _open_pidfd(proc.pid)
+    with job.selector:
+        job.selector.register(out, selectors.EVENT_READ)
+        job.selector.register(err, selectors.EVENT_READ)
+        if pidfd is not None:
+            job.selector.register(pidfd, selectors.EVENT_READ)
+        try:
+            _pump(job, pidfd, abort, kill_grace)
+            code = proc.wait()
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+            proc.stdout.close()
+            proc.stderr.close()
+    stderr = job.buffers[err].value()
+    end, error = _classify(job, code, stderr)
+    return models.Outcome(
+        end=end,
+        started_at=started,
+        ended_at=datetime.now(UTC),
+        exit_code=code if code >= 0 else None,
+        signal=-code if code < 0 else None,
+        pid=proc.pid,
+        error=error,
+        stdout=job.buffers[out].value(),
+        stderr=stderr,
+    )

@@ -1,0 +1,189 @@
+"""The domain's value types: job states, specs, jobs, attempts, claims, workers.
+
+Plain frozen dataclasses and string enums, shared by every layer. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    """Where a job is in its life. The values are the words used everywhere: DB, JSON, CLI."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"  # an attempt failed; waiting for its retry time
+    DEAD = "dead"  # retries exhausted: the dead letter queue
+
+
+class AttemptEnd(StrEnum):
+    """Why an attempt ended, kept apart from the state the job moved to (pueue's split)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # non-zero exit or killed by a signal
+    TIMEOUT = "timeout"
+    NOT_FOUND = "not_found"  # the command could not be started or found
+    WORKER_LOST = "worker_lost"  # the worker died; its lease expired
+    SHUTDOWN = "shutdown"  # `worker stop --now` interrupted it; not counted against retries
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    """A validated request to enqueue one job. None means "use the configured default"."""
+
+    command: str
+    id: str | None = None
+    priority: int = 0
+    run_at: datetime | None = None
+    delay: float | None = None
+    max_retries: int | None = None
+    timeout: float | None = None
+    queue: str = "default"
+    cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    """A job ready to insert: every default resolved, times absolute."""
+
+    id: str
+    command: str
+    queue: str
+    priority: int
+    run_at: datetime
+    max_retries: int
+    timeout: float | None
+    cwd: str | None
+    env: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """A job as stored.
+
+    `attempts` counts attempts against the retry budget (reset by `dlq retry`, not raised by a
+    shutdown); `run_count` counts every claim ever made and numbers the attempt history.
+    """
+
+    id: str
+    seq: int
+    command: str
+    queue: str
+    priority: int
+    state: JobState
+    attempts: int
+    max_retries: int
+    timeout: float | None
+    cwd: str | None
+    env: dict[str, str]
+    run_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    run_count: int
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """A job leased to one worker. (job.id, worker_id, job.run_count) identifies the lease."""
+
+    job: Job
+    worker_id: str
+    claimed_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What running a command produced."""
+
+    end: AttemptEnd
+    started_at: datetime
+    ended_at: datetime
+    exit_code: int | None = None
+    signal: int | None = None
+    pid: int | None = None
+    error: str | None = None
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One recorded attempt of a job."""
+
+    job_id: str
+    number: int
+    worker_id: str | None
+    host: str | None
+    pid: int | None
+    started_at: datetime
+    ended_at: datetime
+    exit_code: int | None
+    signal: int | None
+    end: AttemptEnd
+    error: str | None
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to end."""
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """The state a job moves to after an attempt, decided by retry.next_transition."""
+
+    state: JobState
+    attempts: int
+    run_at: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerInfo:
+    """A registered worker process."""
+
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    started_at: datetime
+    heartbeat_at: datetime
+    job_id: str | None = None
+    stop: str | None = None  # None, "graceful" or "now"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatReply:
+    """What a heartbeat learnt: a stop request, and whether the claim still holds."""
+
+    stop: str | None
+    lease_held: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFilter:
+    """Which jobs `list` shows. None means any."""
+
+    state: JobState | None = None
+    queue: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Counts:
+    """Job counts per queue and state."""
+
+    by_queue: dict[str, dict[JobState, int]]
+
+    def total(self, state: JobState) -> int:
+        """All queues' count of one state."""
+        return sum(states.get(state, 0) for states in self.by_queue.values())

@@ -1,0 +1,20 @@
+"""Where the store lives when no --db is given."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "QUEUECTL_DB"
+"""Environment variable naming the store when --db is not given."""
+
+
+def resolve_db(option: str | None) -> str:
+    """The store location: --db, else $QUEUECTL_DB, else the per-user data directory."""
+    if option:
+        return option
+    if os.environ.get(ENV_VAR):
+        return os.environ[ENV_VAR]
+    import platformdirs
+
+    return str(Path(platformdirs.user_data_dir("queuectl", appauthor=False)) / "queue.db")

@@ -1,0 +1,200 @@
+"""Turn user input (a JSON object, flags, JSON lines) into checked JobSpecs.
+
+Every mistake raises FieldError naming the field (and the line, for JSON lines) and the fix.
+No I/O beyond reading the stream it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from queuectl import errors, models
+
+FIELDS = (
+    "id",
+    "command",
+    "priority",
+    "run_at",
+    "delay",
+    "max_retries",
+    "timeout",
+    "timeout_sec",
+    "queue",
+    "cwd",
+    "env",
+)
+MAX_ID_LENGTH = 200
+INT_RANGE = (-(2**31), 2**31 - 1)
+_ID_RE = re.compile(r"[^\s\x00-\x1f\x7f]+")
+_QUEUE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_ENV_NAME_RE = re.compile(r"[^=\x00]+")
+
+
+def _fail(field: str, problem: str) -> errors.FieldError:
+    return errors.FieldError(field, problem)
+
+
+def _integer(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(name, f"must be a whole number (got {json.dumps(value)})")
+    if not low <= value <= high:
+        raise _fail(name, f"must be between {low} and {high} (got {value})")
+    return value
+
+
+def _seconds(name: str, value: Any, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(name, f"must be a number of seconds (got {json.dumps(value)})")
+    if value < 0 or (value == 0 and not allow_zero):
+        relation = ">= 0" if allow_zero else "> 0"
+        raise _fail(name, f"must be a number of seconds {relation} (got {value})")
+    return float(value)
+
+
+def _string(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail(name, f"must be a string (got {json.dumps(value)})")
+    return value
+
+
+def parse_id(value: Any) -> str:
+    """Check a job id: 1 to 200 printable characters without spaces."""
+    text = _string("id", value)
+    if not _ID_RE.fullmatch(text) or len(text) > MAX_ID_LENGTH or text.startswith("-"):
+        raise _fail(
+            "id",
+            f"must be 1-{MAX_ID_LENGTH} printable characters without spaces, "
+            f"not starting with '-' (got {json.dumps(text)})",
+        )
+    return text
+
+
+def parse_command(value: Any) -> str:
+    """Check a command: a non-empty string for /bin/sh -c."""
+    text = _string("command", value)
+    if not text.strip():
+        raise _fail("command", 'must be a non-empty shell command, like "sleep 2"')
+    if "\x00" in text:
+        raise _fail("command", "must not contain a NUL character")
+    return text
+
+
+def parse_run_at(value: Any) -> datetime:
+    """Check an ISO-8601 timestamp with a timezone."""
+    text = _string("run_at", value)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(
+            "run_at", f"must be an ISO-8601 time like 2026-01-31T09:00:00Z (got {json.dumps(text)})"
+        ) from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise _fail("run_at", f"must include a timezone, like Z or +02:00 (got {json.dumps(text)})")
+    return when
+
+
+def parse_queue(value: Any) -> str:
+    """Check a queue name: 1 to 64 of letters, digits, '_', '.', ':' and '-'."""
+    text = _string("queue", value)
+    if not _QUEUE_RE.fullmatch(text):
+        raise _fail(
+            "queue", f"must be 1-64 letters, digits, '_', '.', ':' or '-' (got {json.dumps(text)})"
+        )
+    return text
+
+
+def parse_env(value: Any) -> dict[str, str]:
+    """Check an environment mapping of names to string values."""
+    if not isinstance(value, Mapping):
+        raise _fail(
+            "env",
+            f'must be an object of strings, like {{"KEY": "value"}} (got {json.dumps(value)})',
+        )
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not _ENV_NAME_RE.fullmatch(key):
+            raise _fail(
+                "env",
+                f"variable names must be non-empty and contain no '=' (got {json.dumps(key)})",
+            )
+        if not isinstance(item, str) or "\x00" in item:
+            raise _fail("env", f"value of {key} must be a string (got {json.dumps(item)})")
+        env[key] = item
+    return env
+
+
+def parse_cwd(value: Any) -> str:
+    """Check a working directory path."""
+    text = _string("cwd", value)
+    if not text or "\x00" in text:
+        raise _fail("cwd", "must be a non-empty directory path")
+    return text
+
+
+_OPTIONAL: dict[str, Callable[[Any], Any]] = {
+    "id": parse_id,
+    "priority": lambda v: _integer("priority", v, *INT_RANGE),
+    "run_at": parse_run_at,
+    "delay": lambda v: _seconds("delay", v, allow_zero=True),
+    "max_retries": lambda v: _integer("max_retries", v, 0, 10_000),
+    "timeout": lambda v: _seconds("timeout", v, allow_zero=False),
+    "queue": parse_queue,
+    "cwd": parse_cwd,
+    "env": parse_env,
+}
+
+
+def from_mapping(data: Any) -> models.JobSpec:
+    """Check a decoded JSON object and return its JobSpec. A null field means "the default"."""
+    if not isinstance(data, Mapping):
+        raise _fail(
+            "job", f'must be a JSON object like {{"command": "sleep 2"}} (got {json.dumps(data)})'
+        )
+    unknown = [key for key in data if key not in FIELDS]
+    if unknown:
+        raise _fail(unknown[0], f"unknown field (known fields: {', '.join(FIELDS)})")
+    fields = dict(data)
+    if fields.get("timeout_sec") is not None:
+        if fields.get("timeout") is not None:
+            raise _fail("timeout_sec", "give timeout or timeout_sec, not both")
+        fields["timeout"] = fields["timeout_sec"]
+    fields.pop("timeout_sec", None)
+    if "command" not in fields or fields["command"] is None:
+        raise _fail("command", 'is required, like {"command": "sleep 2"}')
+    if fields.get("run_at") is not None and fields.get("delay") is not None:
+        raise _fail("delay", "give run_at or delay, not both")
+    values = {
+        key: _OPTIONAL[key](value)
+        for key, value in fields.items()
+        if key != "command" and value is not None
+    }
+    return models.JobSpec(command=parse_command(fields["command"]), **values)
+
+
+def from_json(text: str) -> models.JobSpec:
+    """Parse one JSON object into a JobSpec."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _fail("job", f"invalid JSON at column {exc.colno}: {exc.msg}") from None
+    return from_mapping(data)
+
+
+def from_lines(lines: Iterable[str]) -> list[models.JobSpec]:
+    """Parse JSON lines (one object a line, blank lines skipped); errors name the line number."""
+    specs: list[models.JobSpec] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            specs.append(from_json(line))
+        except errors.FieldError as exc:
+            raise errors.FieldError(exc.field, exc.problem, line=number) from None
+    if not specs:
+        raise errors.UsageError("file: holds no jobs (write one JSON object a line)")
+    return specs

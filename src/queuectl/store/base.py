@@ -1,0 +1,125 @@
+"""The storage contract. Every backend implements it; nothing else touches a database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from queuectl import models
+
+
+class Store(Protocol):
+    """Durable jobs, attempts, workers and config, with atomic state changes."""
+
+    # --- lifecycle ---------------------------------------------------------
+    def migrate(self) -> None:
+        """Create or upgrade the schema. Idempotent; safe from many processes at once."""
+
+    def close(self) -> None:
+        """Release the connection (and a worker's wake-up socket)."""
+
+    def now(self) -> datetime:
+        """The store's clock, which every stored time uses."""
+
+    # --- jobs: write path ----------------------------------------------------
+    def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
+        """Insert all jobs durably in one transaction, or none, then wake idle workers.
+
+        Raises:
+            DuplicateJob: an id exists already (or twice in `jobs`); nothing is written.
+        """
+
+    def claim(
+        self, worker_id: str, host: str, queues: Sequence[str] | None, lease: float
+    ) -> models.Claim | None:
+        """Atomically move the best runnable job to 'processing', leased to worker_id for `lease` s.
+
+        Best = highest priority, then earliest run_at, then enqueue order; only jobs with
+        run_at <= now, in `queues` when given. Raises the job's `attempts` and `run_count` by one.
+        Returns None when nothing is runnable. Never returns one job to two callers.
+        """
+
+    def next_run_at(self, queues: Sequence[str] | None) -> datetime | None:
+        """When the earliest waiting job (pending or failed) becomes due; None when none waits."""
+
+    def heartbeat(
+        self, worker_id: str, claim: models.Claim | None, lease: float
+    ) -> models.HeartbeatReply | None:
+        """Mark the worker alive and extend its claim's lease by `lease` s from now.
+
+        Returns None when the worker is not registered (it was pruned), else its stop request and
+        whether the claim still owns its job.
+        """
+
+    def stop_requested(self, worker_id: str) -> str | None:
+        """The worker's pending stop request ('graceful' or 'now'), read without writing."""
+
+    def finish(
+        self, claim: models.Claim, outcome: models.Outcome, transition: models.Transition
+    ) -> bool:
+        """Record the attempt and apply the transition in one transaction.
+
+        Only while the claim still owns the job: returns False, changing nothing, when the lease
+        was lost (the job was rescued).
+        """
+
+    def expired_claims(self, limit: int) -> list[models.Claim]:
+        """Claims whose lease has expired: their worker is presumed dead."""
+
+    def rescue(
+        self, claim: models.Claim, outcome: models.Outcome, transition: models.Transition
+    ) -> bool:
+        """Like finish(), but only while the lease is still expired.
+
+        So a late heartbeat or a finish that just committed wins. Returns False when nothing
+        was changed.
+        """
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until new work may have arrived (a wake-up) or `timeout` seconds pass."""
+
+    # --- jobs: read path ---------------------------------------------------
+    def get_job(self, job_id: str) -> models.Job | None:
+        """One job, or None."""
+
+    def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
+        """Jobs matching `where`, newest first, at most `limit`."""
+
+    def attempts(self, job_id: str) -> list[models.Attempt]:
+        """A job's attempts, oldest first (empty for an unknown job)."""
+
+    def counts(self) -> models.Counts:
+        """How many jobs each queue has in each state."""
+
+    # --- operator actions ----------------------------------------------------
+    def retry_dead(self, job_ids: Sequence[str] | None) -> list[str]:
+        """Move dead jobs (these, or all when None) to pending, attempts reset, due now.
+
+        Earlier attempts stay in the history. Returns the ids moved; other ids are ignored.
+        """
+
+    # --- workers and config ------------------------------------------------
+    def register_worker(self, info: models.WorkerInfo) -> None:
+        """Record a live worker (again, if it was pruned) and start listening for wake-ups."""
+
+    def deregister_worker(self, worker_id: str) -> None:
+        """Forget a worker that is exiting."""
+
+    def prune_workers(self, silent_for: float) -> int:
+        """Forget workers silent for more than `silent_for` seconds; return how many."""
+
+    def list_workers(self) -> list[models.WorkerInfo]:
+        """Registered workers, oldest first."""
+
+    def request_stop(self, worker_ids: Sequence[str] | None, mode: str) -> list[str]:
+        """Ask workers (these, or all when None) to stop, 'graceful' or 'now', and wake them.
+
+        Returns the ids asked.
+        """
+
+    def get_config(self) -> dict[str, str]:
+        """Every stored config value, as text."""
+
+    def set_config(self, key: str, value: str) -> None:
+        """Store one config value (already checked by the caller)."""

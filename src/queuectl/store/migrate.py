@@ -1,0 +1,44 @@
+"""Discover a backend's migrations (`migrations/NNNN_name.sql`) and plan which are pending.
+
+Each backend applies them in its own way; both record applied versions in queuectl_schema_version.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+
+_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema change."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def discover(package: str) -> list[Migration]:
+    """All migrations of a backend package, in version order."""
+    found = []
+    for entry in resources.files(package).joinpath("migrations").iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append(
+                Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8"))
+            )
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"{package}: two migrations share a version")
+    return found
+
+
+def pending(all_migrations: Iterable[Migration], applied: Iterable[int]) -> list[Migration]:
+    """The migrations not yet applied, in order."""
+    done = set(applied)
+    return [m for m in all_migrations if m.version not in done]

@@ -1,0 +1,44 @@
+"""Load named SQL queries from a package's queries.sql (sqlc's header format).
+
+A block starts with `-- name: <name> :<kind>`, then one comment line of contract, then the SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+_HEADER = re.compile(r"^-- name: (\w+) :(one|many|exec|rowcount)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One named statement and the shape of its result."""
+
+    name: str
+    kind: str
+    sql: str
+
+
+def parse(text: str) -> dict[str, Query]:
+    """Split a queries file into named queries. Raises ValueError on a duplicate or empty query."""
+    queries: dict[str, Query] = {}
+    headers = list(_HEADER.finditer(text))
+    for index, header in enumerate(headers):
+        end = headers[index + 1].start() if index + 1 < len(headers) else len(text)
+        body = "\n".join(
+            line
+            for line in text[header.end() : end].splitlines()
+            if not line.lstrip().startswith("--")
+        ).strip()
+        name, kind = header.group(1), header.group(2)
+        if name in queries or not body:
+            raise ValueError(f"query {name}: duplicate or empty")
+        queries[name] = Query(name=name, kind=kind, sql=body.rstrip(";"))
+    return queries
+
+
+def load(package: str) -> dict[str, Query]:
+    """Read and parse `queries.sql` from an installed package."""
+    return parse(resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8"))

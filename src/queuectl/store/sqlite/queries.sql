@@ -1,0 +1,201 @@
+-- SQLite queries of queuectl. Times are integer Unix microseconds; lists are JSON arrays.
+
+-- name: create_schema_version :exec
+-- The table of applied migrations; created before anything else.
+CREATE TABLE IF NOT EXISTS queuectl_schema_version (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    applied_at INTEGER NOT NULL
+);
+
+-- name: select_schema_versions :many
+-- Versions already applied.
+SELECT version FROM queuectl_schema_version;
+
+-- name: insert_schema_version :exec
+-- Record one applied migration.
+INSERT INTO queuectl_schema_version (version, name, applied_at) VALUES (:version, :name, :now);
+
+-- name: insert_job :exec
+-- Insert one new job; the UNIQUE id raises on a duplicate.
+INSERT INTO queuectl_jobs (
+    id, command, queue, priority, state, attempts, max_retries, timeout, cwd, env,
+    run_at, created_at, updated_at
+) VALUES (
+    :id, :command, :queue, :priority, 'pending', 0, :max_retries, :timeout, :cwd, :env,
+    :run_at, :now, :now
+);
+
+-- name: claim_job :one
+-- Lease the best runnable job to one worker. Runs inside BEGIN IMMEDIATE, so it is atomic.
+UPDATE queuectl_jobs
+   SET state            = 'processing',
+       attempts         = attempts + 1,
+       run_count        = run_count + 1,
+       worker_id        = :worker_id,
+       worker_host      = :host,
+       claimed_at       = :now,
+       lease_expires_at = :lease_expires_at,
+       updated_at       = :now
+ WHERE seq = (
+        SELECT seq
+          FROM queuectl_jobs
+         WHERE state IN ('pending', 'failed')
+           AND run_at <= :now
+           AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+         ORDER BY priority DESC, run_at, seq
+         LIMIT 1)
+RETURNING *;
+
+-- name: select_next_run_at :one
+-- When the earliest waiting job becomes runnable (NULL when none waits).
+SELECT min(run_at) AS run_at
+  FROM queuectl_jobs
+ WHERE state IN ('pending', 'failed')
+   AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)));
+
+-- name: set_worker_job :exec
+-- Show which job a worker runs (NULL when idle) and count that as a heartbeat.
+UPDATE queuectl_workers
+   SET job_id = :job_id,
+       heartbeat_at = :now
+ WHERE id = :worker_id;
+
+-- name: extend_lease :rowcount
+-- Push a claim's lease forward; 0 rows means the claim no longer owns the job.
+UPDATE queuectl_jobs
+   SET lease_expires_at = :lease_expires_at
+ WHERE id = :job_id
+   AND state = 'processing'
+   AND worker_id = :worker_id
+   AND run_count = :run_count;
+
+-- name: touch_worker :one
+-- Mark a worker alive and return its pending stop request; no row means it was pruned.
+UPDATE queuectl_workers
+   SET heartbeat_at = :now
+ WHERE id = :worker_id
+RETURNING stop;
+
+-- name: select_worker_stop :one
+-- A worker's pending stop request, without writing.
+SELECT stop FROM queuectl_workers WHERE id = :worker_id;
+
+-- name: insert_attempt :rowcount
+-- Record a claim's attempt, only while the claim still owns the job (0 rows = lease lost).
+INSERT INTO queuectl_attempts (
+    job_seq, number, worker_id, host, pid, started_at, ended_at,
+    exit_code, signal, outcome, error, stdout, stderr
+)
+SELECT seq, run_count, worker_id, worker_host, :pid, :started_at, :ended_at,
+       :exit_code, :signal, :outcome, :error, :stdout, :stderr
+  FROM queuectl_jobs
+ WHERE id = :job_id
+   AND state = 'processing'
+   AND worker_id = :worker_id
+   AND run_count = :run_count
+   AND (:expired_before IS NULL OR lease_expires_at < :expired_before);
+
+-- name: finish_job :rowcount
+-- Apply the decided transition, only while the claim still owns the job.
+UPDATE queuectl_jobs
+   SET state            = :state,
+       attempts         = :attempts,
+       run_at           = COALESCE(:run_at, run_at),
+       last_error       = :last_error,
+       worker_id        = NULL,
+       worker_host      = NULL,
+       claimed_at       = NULL,
+       lease_expires_at = NULL,
+       updated_at       = :now
+ WHERE id = :job_id
+   AND state = 'processing'
+   AND worker_id = :worker_id
+   AND run_count = :run_count;
+
+-- name: select_expired_claims :many
+-- Claims whose lease ran out: their worker is presumed dead.
+SELECT *
+  FROM queuectl_jobs
+ WHERE state = 'processing'
+   AND lease_expires_at < :now
+ ORDER BY lease_expires_at
+ LIMIT :limit;
+
+-- name: clear_worker_job :exec
+-- A rescued job no longer runs on its lost worker.
+UPDATE queuectl_workers SET job_id = NULL WHERE id = :worker_id AND job_id = :job_id;
+
+-- name: select_job :one
+-- One job by id.
+SELECT * FROM queuectl_jobs WHERE id = :job_id;
+
+-- name: list_jobs :many
+-- Jobs newest first, optionally of one state and one queue.
+SELECT *
+  FROM queuectl_jobs
+ WHERE (:state IS NULL OR state = :state)
+   AND (:queue IS NULL OR queue = :queue)
+ ORDER BY seq DESC
+ LIMIT :limit;
+
+-- name: select_attempts :many
+-- A job's attempts, oldest first.
+SELECT j.id AS job_id, a.*
+  FROM queuectl_attempts AS a
+  JOIN queuectl_jobs AS j ON j.seq = a.job_seq
+ WHERE j.id = :job_id
+ ORDER BY a.number;
+
+-- name: count_jobs :many
+-- Job counts per queue and state.
+SELECT queue, state, count(*) AS n FROM queuectl_jobs GROUP BY queue, state;
+
+-- name: retry_dead :many
+-- Dead jobs back to pending with their retry budget restored; history stays.
+UPDATE queuectl_jobs
+   SET state      = 'pending',
+       attempts   = 0,
+       run_at     = :now,
+       updated_at = :now
+ WHERE state = 'dead'
+   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+RETURNING id;
+
+-- name: upsert_worker :exec
+-- Register a worker, or re-register one that was pruned while it was frozen.
+INSERT INTO queuectl_workers (id, host, pid, queues, started_at, heartbeat_at, wake_addr)
+VALUES (:id, :host, :pid, :queues, :started_at, :now, :wake_addr)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+
+-- name: delete_worker :exec
+-- Deregister a worker.
+DELETE FROM queuectl_workers WHERE id = :worker_id;
+
+-- name: prune_workers :rowcount
+-- Forget workers whose heartbeat stopped long ago (they died without deregistering).
+DELETE FROM queuectl_workers WHERE heartbeat_at < :before;
+
+-- name: list_workers :many
+-- Every registered worker, oldest first.
+SELECT * FROM queuectl_workers ORDER BY started_at, id;
+
+-- name: request_stop :many
+-- Ask workers to stop ('graceful' or 'now'); returns their wake-up addresses.
+UPDATE queuectl_workers
+   SET stop = :mode
+ WHERE (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+RETURNING id, wake_addr;
+
+-- name: select_wake_addrs :many
+-- Where to send a wake-up datagram after new work arrives.
+SELECT wake_addr FROM queuectl_workers WHERE wake_addr IS NOT NULL AND job_id IS NULL;
+
+-- name: select_config :many
+-- Every stored config value.
+SELECT key, value FROM queuectl_config;
+
+-- name: upsert_config :exec
+-- Store one config value.
+INSERT INTO queuectl_config (key, value) VALUES (:key, :value)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;

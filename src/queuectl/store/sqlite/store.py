@@ -1,0 +1,419 @@
+"""SqliteStore: the Store contract on one SQLite file (WAL, one connection per process).
+
+Writers take the lock up front (BEGIN IMMEDIATE) so transactions never deadlock on an upgrade,
+and wait for each other through busy_timeout. All SQL is in queries.sql beside this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from queuectl import errors, models
+from queuectl.store import migrate as migrations
+from queuectl.store import sqlfile, wakeup
+
+_Q = {name: q.sql for name, q in sqlfile.load(__package__ or "queuectl.store.sqlite").items()}
+BUSY_TIMEOUT_MS = 60_000
+"""How long a writer waits for the write lock before giving up."""
+
+
+def _us(when: datetime) -> int:
+    return int(when.timestamp() * 1_000_000)
+
+
+def _dt(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+def _maybe_dt(us: int | None) -> datetime | None:
+    return None if us is None else _dt(us)
+
+
+def _json_list(items: Sequence[str] | None) -> str | None:
+    return None if items is None else json.dumps(list(items))
+
+
+def _job(row: sqlite3.Row) -> models.Job:
+    return models.Job(
+        id=row["id"],
+        seq=row["seq"],
+        command=row["command"],
+        queue=row["queue"],
+        priority=row["priority"],
+        state=models.JobState(row["state"]),
+        attempts=row["attempts"],
+        max_retries=row["max_retries"],
+        timeout=row["timeout"],
+        cwd=row["cwd"],
+        env=json.loads(row["env"]) if row["env"] else {},
+        run_at=_dt(row["run_at"]),
+        created_at=_dt(row["created_at"]),
+        updated_at=_dt(row["updated_at"]),
+        run_count=row["run_count"],
+        worker_id=row["worker_id"],
+        lease_expires_at=_maybe_dt(row["lease_expires_at"]),
+        last_error=row["last_error"],
+    )
+
+
+def _attempt(row: sqlite3.Row) -> models.Attempt:
+    return models.Attempt(
+        job_id=row["job_id"],
+        number=row["number"],
+        worker_id=row["worker_id"],
+        host=row["host"],
+        pid=row["pid"],
+        started_at=_dt(row["started_at"]),
+        ended_at=_dt(row["ended_at"]),
+        exit_code=row["exit_code"],
+        signal=row["signal"],
+        end=models.AttemptEnd(row["outcome"]),
+        error=row["error"],
+        stdout=bytes(row["stdout"]),
+        stderr=bytes(row["stderr"]),
+    )
+
+
+def _worker(row: sqlite3.Row) -> models.WorkerInfo:
+    return models.WorkerInfo(
+        id=row["id"],
+        host=row["host"],
+        pid=row["pid"],
+        queues=tuple(json.loads(row["queues"])),
+        started_at=_dt(row["started_at"]),
+        heartbeat_at=_dt(row["heartbeat_at"]),
+        job_id=row["job_id"],
+        stop=row["stop"],
+    )
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only, before SQLite opens it."""
+    if path.exists():
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into complete statements."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer
+            buffer = ""
+    if buffer.strip() and not all(
+        part.strip().startswith("--") for part in buffer.strip().splitlines()
+    ):
+        raise ValueError("migration ends with an incomplete statement")
+
+
+class SqliteStore:
+    """The Store contract on a SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            _create_private(path)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        except (OSError, sqlite3.Error) as exc:
+            raise errors.StoreUnavailable(f"db: cannot open {path}: {exc}") from None
+        self._db.row_factory = sqlite3.Row
+        self._listener: wakeup.Listener | None = None
+        try:
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise errors.StoreUnavailable(
+                f"db: {path} is not a usable SQLite file: {exc}"
+            ) from None
+
+    # --- helpers -------------------------------------------------------------
+    def _now_us(self) -> int:
+        return time.time_ns() // 1000
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, holding the write lock from its start."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _one(self, name: str, /, **params: Any) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._db.execute(_Q[name], params).fetchone()
+        return row
+
+    def _all(self, name: str, /, **params: Any) -> list[sqlite3.Row]:
+        return self._db.execute(_Q[name], params).fetchall()
+
+    def _run(self, name: str, /, **params: Any) -> int:
+        return self._db.execute(_Q[name], params).rowcount
+
+    # --- lifecycle -------------------------------------------------------------
+    def migrate(self) -> None:
+        known = migrations.discover("queuectl.store.sqlite")
+        try:
+            applied = {row[0] for row in self._all("select_schema_versions")}
+            if not migrations.pending(known, applied):
+                return
+        except sqlite3.OperationalError:
+            pass  # no version table yet
+        with self._write():
+            self._run("create_schema_version")
+            applied = {row[0] for row in self._all("select_schema_versions")}
+            for migration in migrations.pending(known, applied):
+                for statement in _statements(migration.sql):
+                    self._db.execute(statement)
+                self._run(
+                    "insert_schema_version",
+                    version=migration.version,
+                    name=migration.name,
+                    now=self._now_us(),
+                )
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        self._db.close()
+
+    def now(self) -> datetime:
+        return _dt(self._now_us())
+
+    # --- jobs: write path --------------------------------------------------------
+    def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
+        now = self._now_us()
+        rows = [
+            {
+                "id": job.id,
+                "command": job.command,
+                "queue": job.queue,
+                "priority": job.priority,
+                "max_retries": job.max_retries,
+                "timeout": job.timeout,
+                "cwd": job.cwd,
+                "env": json.dumps(job.env) if job.env else None,
+                "run_at": _us(job.run_at),
+                "now": now,
+            }
+            for job in jobs
+        ]
+        try:
+            with self._write():
+                self._db.executemany(_Q["insert_job"], rows)
+        except sqlite3.IntegrityError:
+            raise self._duplicate(jobs) from None  # after the rollback, so the batch is gone
+        self._wake(self._all("select_wake_addrs"))
+
+    def _duplicate(self, jobs: Sequence[models.NewJob]) -> errors.DuplicateJob:
+        """Name the first job whose id clashes (with the store, or within the batch)."""
+        seen: set[str] = set()
+        for line, job in enumerate(jobs, start=1):
+            if job.id in seen or self._one("select_job", job_id=job.id) is not None:
+                return errors.DuplicateJob(job.id, line if len(jobs) > 1 else None)
+            seen.add(job.id)
+        return errors.DuplicateJob("?")
+
+    def _wake(self, rows: Sequence[sqlite3.Row]) -> None:
+        wakeup.notify(row["wake_addr"] for row in rows)
+
+    def claim(
+        self, worker_id: str, host: str, queues: Sequence[str] | None, lease: float
+    ) -> models.Claim | None:
+        now = self._now_us()
+        with self._write():
+            row = self._one(
+                "claim_job",
+                worker_id=worker_id,
+                host=host,
+                now=now,
+                lease_expires_at=now + int(lease * 1_000_000),
+                queues=_json_list(queues),
+            )
+            if row is None:
+                return None
+            self._run("set_worker_job", job_id=row["id"], worker_id=worker_id, now=now)
+        return models.Claim(job=_job(row), worker_id=worker_id, claimed_at=_dt(now))
+
+    def next_run_at(self, queues: Sequence[str] | None) -> datetime | None:
+        row = self._one("select_next_run_at", queues=_json_list(queues))
+        return None if row is None else _maybe_dt(row["run_at"])
+
+    def heartbeat(
+        self, worker_id: str, claim: models.Claim | None, lease: float
+    ) -> models.HeartbeatReply | None:
+        now = self._now_us()
+        with self._write():
+            row = self._one("touch_worker", worker_id=worker_id, now=now)
+            held = claim is not None and (
+                self._run(
+                    "extend_lease",
+                    lease_expires_at=now + int(lease * 1_000_000),
+                    **self._claim_key(claim),
+                )
+                == 1
+            )
+        if row is None:
+            return None
+        return models.HeartbeatReply(stop=row["stop"], lease_held=held)
+
+    def stop_requested(self, worker_id: str) -> str | None:
+        row = self._one("select_worker_stop", worker_id=worker_id)
+        return None if row is None else row["stop"]
+
+    @staticmethod
+    def _claim_key(claim: models.Claim) -> dict[str, Any]:
+        return {
+            "job_id": claim.job.id,
+            "worker_id": claim.worker_id,
+            "run_count": claim.job.run_count,
+        }
+
+    def finish(
+        self, claim: models.Claim, outcome: models.Outcome, transition: models.Transition
+    ) -> bool:
+        return self._apply(claim, outcome, transition, expired_before=None)
+
+    def _apply(
+        self,
+        claim: models.Claim,
+        outcome: models.Outcome,
+        transition: models.Transition,
+        expired_before: int | None,
+    ) -> bool:
+        now = self._now_us()
+        key = self._claim_key(claim)
+        with self._write():
+            inserted = self._run(
+                "insert_attempt",
+                pid=outcome.pid,
+                started_at=_us(outcome.started_at),
+                ended_at=_us(outcome.ended_at),
+                exit_code=outcome.exit_code,
+                signal=outcome.signal,
+                outcome=outcome.end.value,
+                error=outcome.error,
+                stdout=outcome.stdout,
+                stderr=outcome.stderr,
+                expired_before=expired_before,
+                **key,
+            )
+            if inserted != 1:
+                return False
+            self._run(
+                "finish_job",
+                state=transition.state.value,
+                attempts=transition.attempts,
+                run_at=None if transition.run_at is None else _us(transition.run_at),
+                last_error=transition.last_error,
+                now=now,
+                **key,
+            )
+            self._run("clear_worker_job", worker_id=claim.worker_id, job_id=claim.job.id)
+        if transition.state in (models.JobState.PENDING, models.JobState.FAILED):
+            self._wake(self._all("select_wake_addrs"))
+        return True
+
+    def expired_claims(self, limit: int) -> list[models.Claim]:
+        rows = self._all("select_expired_claims", now=self._now_us(), limit=limit)
+        return [
+            models.Claim(
+                job=_job(row), worker_id=row["worker_id"], claimed_at=_dt(row["claimed_at"])
+            )
+            for row in rows
+        ]
+
+    def rescue(
+        self, claim: models.Claim, outcome: models.Outcome, transition: models.Transition
+    ) -> bool:
+        return self._apply(claim, outcome, transition, expired_before=self._now_us())
+
+    def wait_for_work(self, timeout: float) -> None:
+        if self._listener is None:
+            time.sleep(max(timeout, 0.0))
+        else:
+            self._listener.wait(timeout)
+
+    # --- jobs: read path ---------------------------------------------------------
+    def get_job(self, job_id: str) -> models.Job | None:
+        row = self._one("select_job", job_id=job_id)
+        return None if row is None else _job(row)
+
+    def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
+        state = None if where.state is None else where.state.value
+        rows = self._all("list_jobs", state=state, queue=where.queue, limit=limit)
+        return [_job(row) for row in rows]
+
+    def attempts(self, job_id: str) -> list[models.Attempt]:
+        return [_attempt(row) for row in self._all("select_attempts", job_id=job_id)]
+
+    def counts(self) -> models.Counts:
+        by_queue: dict[str, dict[models.JobState, int]] = {}
+        for row in self._all("count_jobs"):
+            by_queue.setdefault(row["queue"], {})[models.JobState(row["state"])] = row["n"]
+        return models.Counts(by_queue=by_queue)
+
+    # --- operator actions --------------------------------------------------------
+    def retry_dead(self, job_ids: Sequence[str] | None) -> list[str]:
+        with self._write():
+            rows = self._all("retry_dead", ids=_json_list(job_ids), now=self._now_us())
+        if rows:
+            self._wake(self._all("select_wake_addrs"))
+        return [row["id"] for row in rows]
+
+    # --- workers and config ------------------------------------------------------
+    def register_worker(self, info: models.WorkerInfo) -> None:
+        if self._listener is None:
+            self._listener = wakeup.Listener()
+        with self._write():
+            self._run(
+                "upsert_worker",
+                id=info.id,
+                host=info.host,
+                pid=info.pid,
+                queues=json.dumps(list(info.queues)),
+                started_at=_us(info.started_at),
+                now=self._now_us(),
+                wake_addr=self._listener.address,
+            )
+
+    def deregister_worker(self, worker_id: str) -> None:
+        with self._write():
+            self._run("delete_worker", worker_id=worker_id)
+
+    def prune_workers(self, silent_for: float) -> int:
+        before = self._now_us() - int(silent_for * 1_000_000)
+        with self._write():
+            return self._run("prune_workers", before=before)
+
+    def list_workers(self) -> list[models.WorkerInfo]:
+        return [_worker(row) for row in self._all("list_workers")]
+
+    def request_stop(self, worker_ids: Sequence[str] | None, mode: str) -> list[str]:
+        with self._write():
+            rows = self._all("request_stop", ids=_json_list(worker_ids), mode=mode)
+        self._wake(rows)
+        return [row["id"] for row in rows]
+
+    def get_config(self) -> dict[str, str]:
+        return {row["key"]: row["value"] for row in self._all("select_config")}
+
+    def set_config(self, key: str, value: str) -> None:
+        with self._write():
+            self._run("upsert_config", key=key, value=value)
+        self._wake(self._all("select_wake_addrs"))

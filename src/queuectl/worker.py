@@ -1,0 +1,256 @@
+"""One worker process: claim a job, run it, record the attempt, repeat until stopped.
+
+A heartbeat thread keeps the worker's registration and its claim's lease alive and watches for
+stop requests made through the store (`queuectl worker stop`, from any shell or host).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from queuectl import config, executor, models, retry, store
+
+log = logging.getLogger(__name__)
+
+TICK = 0.2
+"""Seconds between the heartbeat thread's looks at stop requests while a job runs."""
+MAINTENANCE_INTERVAL = 1.0
+"""Seconds between a worker's sweeps for expired leases, and between config reloads."""
+RESCUE_BATCH = 20
+
+
+def new_worker_id() -> str:
+    """A short random worker id."""
+    return f"w-{secrets.token_hex(4)}"
+
+
+def describe(job: models.Job, transition: models.Transition) -> str:
+    """Where a job went after an attempt, for the log line."""
+    if transition.state is models.JobState.FAILED and transition.run_at is not None:
+        return f"failed, retry {job.attempts}/{job.max_retries} at {transition.run_at:%H:%M:%S.%f}"
+    return transition.state.value
+
+
+class Worker:
+    """One worker process's loop; `run()` returns when it has stopped."""
+
+    def __init__(self, db: str, queues: Sequence[str] = (), worker_id: str | None = None) -> None:
+        self.db = db
+        self.queues = tuple(queues) or None
+        self.info = models.WorkerInfo(
+            id=worker_id or new_worker_id(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=tuple(queues),
+            started_at=datetime.now(UTC),
+            heartbeat_at=datetime.now(UTC),
+        )
+        self.stop = threading.Event()
+        self.job_abort = threading.Event()
+        self.cfg = config.Config()
+        self._current: models.Claim | None = None
+        self._lock = threading.Lock()
+        self._reregister = threading.Event()
+        self._exiting = threading.Event()
+        self._now_requested = False
+        self._parent = os.getppid()
+        self._signals = 0
+
+    @property
+    def id(self) -> str:
+        """This worker's id."""
+        return self.info.id
+
+    # --- stop requests ------------------------------------------------------------
+    def request_stop(self, mode: str) -> None:
+        """Stop claiming; with mode 'now', also stop the running job (it goes back to pending)."""
+        if not self.stop.is_set():
+            log.info("worker %s: stopping (%s)", self.id, mode)
+        self.stop.set()
+        if mode == "now":
+            self._now_requested = True
+            self.job_abort.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        self.request_stop("graceful" if self._signals == 1 else "now")
+
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # --- the loop -----------------------------------------------------------------
+    def run(self) -> None:
+        """Register, then claim and run jobs until a stop request; always deregister."""
+        db = store.open_store(self.db)
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        try:
+            self.cfg = config.from_stored(db.get_config())
+            db.register_worker(self.info)
+            log.info(
+                "worker %s: started (pid %d, queues: %s)",
+                self.id,
+                self.info.pid,
+                ", ".join(self.info.queues) or "all",
+            )
+            heartbeat.start()
+            with self._signal_handlers():
+                self._loop(db)
+        finally:
+            self.stop.set()
+            self._exiting.set()
+            if heartbeat.is_alive():
+                heartbeat.join()
+            db.deregister_worker(self.id)
+            db.close()
+            log.info("worker %s: stopped", self.id)
+
+    def _loop(self, db: store.Store) -> None:
+        next_maintenance = 0.0
+        while not self.stop.is_set():
+            if time.monotonic() >= next_maintenance:
+                self._maintain(db)
+                next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
+            claim = db.claim(self.id, self.info.host, self.queues, self.cfg.lease)
+            if claim is None:
+                self._idle(db, next_maintenance)
+                continue
+            self._process(db, claim)
+
+    def _maintain(self, db: store.Store) -> None:
+        """Reload config, re-register if pruned, and recover jobs of dead workers."""
+        self.cfg = config.from_stored(db.get_config())
+        if self._reregister.is_set():
+            self._reregister.clear()
+            db.register_worker(self.info)
+        for claim in db.expired_claims(RESCUE_BATCH):
+            self._rescue(db, claim)
+        db.prune_workers(silent_for=2 * self.cfg.lease)
+
+    def _rescue(self, db: store.Store, claim: models.Claim) -> None:
+        now = db.now()
+        outcome = models.Outcome(
+            end=models.AttemptEnd.WORKER_LOST,
+            started_at=claim.claimed_at,
+            ended_at=now,
+            error=f"worker {claim.worker_id} lost (its lease expired)",
+        )
+        transition = retry.next_transition(claim.job, outcome, self.cfg, now)
+        if db.rescue(claim, outcome, transition):
+            log.warning(
+                "job %s attempt %d: worker %s lost -> %s",
+                claim.job.id,
+                claim.job.run_count,
+                claim.worker_id,
+                describe(claim.job, transition),
+            )
+
+    def _idle(self, db: store.Store, next_maintenance: float) -> None:
+        """Sleep until woken, a waiting job falls due, maintenance is due, or poll_interval ends."""
+        timeout = min(self.cfg.poll_interval, max(next_maintenance - time.monotonic(), 0.0))
+        due = db.next_run_at(self.queues)
+        if due is not None:
+            timeout = min(timeout, max((due - db.now()).total_seconds(), 0.0))
+        if timeout > 0:
+            db.wait_for_work(timeout)
+        stop = db.stop_requested(self.id)
+        if stop is not None:
+            self.request_stop(stop)
+
+    def _process(self, db: store.Store, claim: models.Claim) -> None:
+        job = claim.job
+        with self._lock:
+            self._current = claim
+        if not self._now_requested:
+            self.job_abort.clear()  # an abort for an earlier job's lost lease is spent
+        log.info(
+            "job %s attempt %d: started on %s: %s", job.id, job.run_count, self.id, job.command
+        )
+        outcome = executor.run(
+            job.command,
+            timeout=job.timeout,
+            cwd=job.cwd,
+            env={**job.env, "QUEUECTL_JOB_ID": job.id, "QUEUECTL_ATTEMPT": str(job.run_count)},
+            output_limit=self.cfg.output_limit,
+            abort=self.job_abort,
+        )
+        transition = retry.next_transition(job, outcome, self.cfg, db.now())
+        finished = db.finish(claim, outcome, transition)
+        with self._lock:
+            self._current = None
+        if finished:
+            log.info(
+                "job %s attempt %d: %s in %.3fs -> %s",
+                job.id,
+                job.run_count,
+                outcome.end,
+                (outcome.ended_at - outcome.started_at).total_seconds(),
+                describe(job, transition),
+            )
+        else:
+            log.warning(
+                "job %s attempt %d: lease lost before finish; result discarded",
+                job.id,
+                job.run_count,
+            )
+
+    # --- heartbeat thread -----------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        db = store.open_store(self.db)
+        next_beat = time.monotonic() + self.cfg.lease / 3
+        try:
+            while not self._exiting.wait(TICK):
+                if os.getppid() != self._parent:
+                    self.request_stop("graceful")  # the supervisor is gone
+                if time.monotonic() >= next_beat:
+                    self._beat(db)
+                    next_beat = time.monotonic() + self.cfg.lease / 3
+                elif self._busy():
+                    stop = db.stop_requested(self.id)
+                    if stop is not None:
+                        self.request_stop(stop)
+        finally:
+            db.close()
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return self._current is not None
+
+    def _beat(self, db: store.Store) -> None:
+        with self._lock:
+            claim = self._current
+        reply = db.heartbeat(self.id, claim, self.cfg.lease)
+        if reply is None:
+            self._reregister.set()
+            return
+        if claim is not None and not reply.lease_held:
+            log.warning("job %s: lease lost; stopping it", claim.job.id)
+            self.job_abort.set()
+        if reply.stop is not None:
+            self.request_stop(reply.stop)
+
+
+def run_worker(db: str | Path, queues: Sequence[str] = ()) -> None:
+    """Run one worker in this process until it is stopped."""
+    Worker(str(db), queues).run()

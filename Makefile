@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	bash scripts/demo.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

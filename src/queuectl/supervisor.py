@@ -8,6 +8,7 @@ background with its log in a file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from queuectl import store
+from queuectl import store, worker
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,9 @@ DETACH_TIMEOUT = 15.0
 """Seconds `worker start --detach` waits for its workers to register."""
 
 
-def worker_command(db: str, queues: Sequence[str]) -> list[str]:
+def worker_command(db: str, queues: Sequence[str], worker_id: str) -> list[str]:
     """The command line of one worker process."""
-    args = [sys.executable, "-m", "queuectl", "--db", db, "worker", "run"]
+    args = [sys.executable, "-m", "queuectl", "--db", db, "worker", "run", "--id", worker_id]
     for queue in queues:
         args += ["--queue", queue]
     return args
@@ -43,6 +44,7 @@ class Slot:
     """One worker slot: its current process and when it started."""
 
     proc: subprocess.Popen[bytes]
+    worker_id: str
     started: float = field(default_factory=time.monotonic)
 
 
@@ -55,10 +57,13 @@ class Supervisor:
         self.signals = 0
 
     def _spawn(self) -> Slot:
+        worker_id = worker.new_worker_id()
         proc = subprocess.Popen(
-            worker_command(self.db, self.queues), stdin=subprocess.DEVNULL, start_new_session=True
+            worker_command(self.db, self.queues, worker_id),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
-        return Slot(proc)
+        return Slot(proc, worker_id)
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         self.signals += 1
@@ -86,9 +91,47 @@ class Supervisor:
             return slot
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
         log.warning("supervisor: worker pid %d died (%s); starting another", slot.proc.pid, how)
+        self._clean_up_after(slot.worker_id)
         if time.monotonic() - slot.started < RESTART_DELAY * 5:
             time.sleep(RESTART_DELAY)
         return self._spawn()
+
+    def _clean_up_after(self, worker_id: str) -> None:
+        """Kill what the dead worker's job left running, then let another worker rescue the job.
+
+        The job ran in its own session, so it outlives its worker; killing it first means the
+        rescued job never runs twice at the same time.
+        """
+        killed = kill_job_processes(worker_id)
+        if killed:
+            log.warning("supervisor: killed %d process(es) left by worker %s", killed, worker_id)
+        db = store.open_store(self.db)
+        try:
+            db.release_worker(worker_id)
+        finally:
+            db.close()
+
+
+def kill_job_processes(worker_id: str) -> int:
+    """SIGKILL every process whose environment marks it as started by worker `worker_id`.
+
+    Jobs inherit QUEUECTL_WORKER_ID, so this finds a job's whole tree, whatever sessions or
+    groups its processes moved to, and nothing else. Linux /proc only; elsewhere it finds nothing.
+    """
+    marker = f"QUEUECTL_WORKER_ID={worker_id}".encode()
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 def detach(db: str, count: int, queues: Sequence[str], log_path: Path) -> int:

@@ -191,7 +191,12 @@ class Worker:
             job.command,
             timeout=job.timeout,
             cwd=job.cwd,
-            env={**job.env, "QUEUECTL_JOB_ID": job.id, "QUEUECTL_ATTEMPT": str(job.run_count)},
+            env={
+                **job.env,
+                "QUEUECTL_JOB_ID": job.id,
+                "QUEUECTL_ATTEMPT": str(job.run_count),
+                "QUEUECTL_WORKER_ID": self.id,
+            },
             output_limit=self.cfg.output_limit,
             abort=self.job_abort,
         )
@@ -251,6 +256,6 @@ class Worker:
             self.request_stop(reply.stop)
 
 
-def run_worker(db: str | Path, queues: Sequence[str] = ()) -> None:
+def run_worker(db: str | Path, queues: Sequence[str] = (), worker_id: str | None = None) -> None:
     """Run one worker in this process until it is stopped."""
-    Worker(str(db), queues).run()
+    Worker(str(db), queues, worker_id).run()

@@ -77,13 +77,14 @@ def start(
 
 @worker.command(hidden=True)
 @click.option("-q", "--queue", "queues", multiple=True, metavar="NAME")
+@click.option("--id", "worker_id", metavar="ID", help="The worker's id (default: random).")
 @click.pass_obj
-def run(obj: Any, queues: tuple[str, ...]) -> None:
+def run(obj: Any, queues: tuple[str, ...], worker_id: str | None) -> None:
     """Run one worker in this process (what `start` runs N times)."""
     from queuectl import worker as worker_module
 
     _log_to_stderr()
-    worker_module.run_worker(obj.db, queues)
+    worker_module.run_worker(obj.db, queues, worker_id)
 
 
 @worker.command()

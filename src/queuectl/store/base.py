@@ -109,6 +109,9 @@ class Store(Protocol):
     def prune_workers(self, silent_for: float) -> int:
         """Forget workers silent for more than `silent_for` seconds; return how many."""
 
+    def release_worker(self, worker_id: str) -> None:
+        """A worker is known dead: forget it and make its claims rescuable at once."""
+
     def list_workers(self) -> list[models.WorkerInfo]:
         """Registered workers, oldest first."""
 

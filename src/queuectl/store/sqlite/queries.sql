@@ -126,6 +126,13 @@ SELECT *
 -- A rescued job no longer runs on its lost worker.
 UPDATE queuectl_workers SET job_id = NULL WHERE id = :worker_id AND job_id = :job_id;
 
+-- name: expire_worker_leases :exec
+-- A worker is known dead: make its claims rescuable at once instead of at lease expiry.
+UPDATE queuectl_jobs
+   SET lease_expires_at = :now - 1
+ WHERE state = 'processing'
+   AND worker_id = :worker_id;
+
 -- name: select_job :one
 -- One job by id.
 SELECT * FROM queuectl_jobs WHERE id = :job_id;

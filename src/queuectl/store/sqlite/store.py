@@ -401,6 +401,11 @@ class SqliteStore:
         with self._write():
             return self._run("prune_workers", before=before)
 
+    def release_worker(self, worker_id: str) -> None:
+        with self._write():
+            self._run("expire_worker_leases", worker_id=worker_id, now=self._now_us())
+            self._run("delete_worker", worker_id=worker_id)
+
     def list_workers(self) -> list[models.WorkerInfo]:
         return [_worker(row) for row in self._all("list_workers")]
 

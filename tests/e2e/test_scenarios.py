@@ -1,0 +1,224 @@
+"""The issue's scenarios, end to end: real worker processes on a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from queuectl import api, spec
+from queuectl.models import AttemptEnd, JobSpec, JobState
+from queuectl.store import Store
+from tests.helpers import WorkerPool, run_cli, wait_until
+
+
+def _enqueue(store: Store, **fields: object) -> str:
+    return api.enqueue(store, [spec.from_mapping(fields)])[0]
+
+
+def _state(store: Store, job_id: str) -> JobState:
+    job = store.get_job(job_id)
+    assert job is not None
+    return job.state
+
+
+def _wait_state(store: Store, job_id: str, state: JobState, timeout: float = 20) -> None:
+    wait_until(lambda: _state(store, job_id) is state, timeout, f"{job_id} to be {state}")
+
+
+def test_a_job_succeeds(db_path: Path, store: Store):
+    job = _enqueue(store, id="ok", command="echo hello")
+    with WorkerPool(db_path, 1):
+        _wait_state(store, job, JobState.COMPLETED)
+    [attempt] = store.attempts(job)
+    assert attempt.end is AttemptEnd.SUCCEEDED
+    assert attempt.stdout == b"hello\n"
+    assert attempt.worker_id is not None and attempt.host
+
+
+def test_failing_job_is_retried_with_backoff_then_dead(db_path: Path, store: Store):
+    api.set_config(store, "backoff_base", "1.5")
+    job = _enqueue(store, id="bad", command="exit 7", max_retries=2)
+    with WorkerPool(db_path, 1):
+        _wait_state(store, job, JobState.DEAD, timeout=30)
+    attempts = store.attempts(job)
+    assert [a.end for a in attempts] == [AttemptEnd.FAILED] * 3
+    for n, (before, after) in enumerate(zip(attempts, attempts[1:], strict=False), start=1):
+        gap = (after.started_at - before.ended_at).total_seconds()
+        assert gap >= 1.5**n - 0.01, f"retry {n} came after {gap:.3f}s"
+        assert gap < 1.5**n + 2.0, f"retry {n} came only after {gap:.3f}s"
+    final = store.get_job(job)
+    assert final is not None and final.last_error == "exit code 7"
+
+
+def test_dlq_retry_revives_a_dead_job(db_path: Path, store: Store, tmp_path: Path):
+    flag = tmp_path / "flag"
+    job = _enqueue(store, id="flaky", command=f"test -e {flag}", max_retries=0)
+    with WorkerPool(db_path, 1):
+        _wait_state(store, job, JobState.DEAD)
+        flag.touch()
+        assert api.retry_dead(store, [job]) == [job]
+        _wait_state(store, job, JobState.COMPLETED)
+    assert [a.end for a in store.attempts(job)] == [AttemptEnd.FAILED, AttemptEnd.SUCCEEDED]
+
+
+def test_two_workers_run_two_jobs_in_parallel(db_path: Path, store: Store):
+    jobs = [_enqueue(store, command="sleep 1") for _ in range(2)]
+    with WorkerPool(db_path, 2):
+        for job in jobs:
+            _wait_state(store, job, JobState.COMPLETED)
+    [a], [b] = (store.attempts(job) for job in jobs)
+    assert a.started_at < b.ended_at and b.started_at < a.ended_at, "the two runs did not overlap"
+    assert a.worker_id != b.worker_id
+
+
+def test_jobs_persist_across_a_worker_restart(db_path: Path, store: Store):
+    jobs = [_enqueue(store, id=f"j{i}", command="sleep 0.2") for i in range(4)]
+    with WorkerPool(db_path, 1) as pool:
+        _wait_state(store, "j0", JobState.COMPLETED)
+        assert pool.stop() == 0
+    assert _state(store, "j3") is JobState.PENDING
+    with WorkerPool(db_path, 1):
+        for job in jobs:
+            _wait_state(store, job, JobState.COMPLETED)
+    assert all(len(store.attempts(job)) == 1 for job in jobs)
+
+
+def test_invalid_command_fails_cleanly_into_the_dlq(db_path: Path, store: Store):
+    job = _enqueue(store, command="no_such_command_queuectl", max_retries=1)
+    api.set_config(store, "max_backoff", "0")
+    with WorkerPool(db_path, 1):
+        _wait_state(store, job, JobState.DEAD)
+    attempts = store.attempts(job)
+    assert [a.end for a in attempts] == [AttemptEnd.NOT_FOUND] * 2
+    final = store.get_job(job)
+    assert final is not None and final.last_error is not None and "not found" in final.last_error
+
+
+def test_priority_and_run_at_are_honoured(db_path: Path, store: Store):
+    later = store.now() + timedelta(seconds=1.5)
+    api.enqueue(
+        store,
+        [
+            JobSpec(id="low", command="true", priority=0),
+            JobSpec(id="high", command="true", priority=5),
+            JobSpec(id="future", command="true", priority=9, run_at=later),
+        ],
+    )
+    with WorkerPool(db_path, 1):
+        for job in ("low", "high", "future"):
+            _wait_state(store, job, JobState.COMPLETED)
+    started = {job: store.attempts(job)[0].started_at for job in ("low", "high", "future")}
+    assert started["high"] < started["low"]
+    assert started["future"] >= later
+
+
+def test_timeout_kills_a_job_and_its_children(db_path: Path, store: Store, tmp_path: Path):
+    pidfile = tmp_path / "child.pid"
+    job = _enqueue(
+        store, command=f"sleep 60 & echo $! > {pidfile}; wait", timeout=0.5, max_retries=0
+    )
+    with WorkerPool(db_path, 1):
+        _wait_state(store, job, JobState.DEAD)
+    [attempt] = store.attempts(job)
+    assert attempt.end is AttemptEnd.TIMEOUT
+    child = int(pidfile.read_text())
+    wait_until(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), 5, "child to die")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_sigkilled_worker_job_is_recovered_and_never_runs_twice_at_once(
+    db_path: Path, store: Store, tmp_path: Path
+):
+    marker = tmp_path / "runs"
+    job = _enqueue(
+        store, id="long", command=f"echo $$ >> {marker}; sleep 60; echo finished", timeout=1.5
+    )
+    with WorkerPool(db_path, 2) as pool:
+        wait_until(lambda: marker.exists(), 10, "the job to start")
+        holder = store.get_job(job)
+        assert holder is not None and holder.worker_id is not None
+        [owner] = [w for w in store.list_workers() if w.id == holder.worker_id]
+        os.kill(owner.pid, signal.SIGKILL)
+        first_pid = int(marker.read_text().split()[0])
+        wait_until(lambda: len(store.attempts(job)) >= 2, 20, "the job to be retried")
+        assert _zombie(first_pid) or not Path(f"/proc/{first_pid}").exists()
+        _wait_state(store, job, JobState.FAILED, timeout=20)
+        assert "died" in pool.log_text()
+    attempts = store.attempts(job)
+    assert attempts[0].end is AttemptEnd.WORKER_LOST
+    assert attempts[1].end is AttemptEnd.TIMEOUT
+    assert attempts[0].ended_at <= attempts[1].started_at
+
+
+def test_lease_expiry_recovers_a_job_without_a_supervisor(
+    db_path: Path, store: Store, tmp_path: Path
+):
+    """A bare worker (no supervisor to clean up) dies; its lease expires; another takes over."""
+    import subprocess
+
+    from tests.helpers import QUEUECTL
+
+    api.set_config(store, "lease", "1")
+    marker = tmp_path / "started"
+    job = _enqueue(store, id="j", command=f"touch {marker}; sleep 0.5", max_retries=3)
+    lone = subprocess.Popen(
+        [QUEUECTL, "--db", str(db_path), "worker", "run"], stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_until(marker.exists, 10, "the job to start")
+        lone.kill()
+    finally:
+        lone.wait()
+    with WorkerPool(db_path, 1):
+        _wait_state(store, job, JobState.COMPLETED)
+    attempts = store.attempts(job)
+    assert [a.end for a in attempts] == [AttemptEnd.WORKER_LOST, AttemptEnd.SUCCEEDED]
+    final = store.get_job(job)
+    assert final is not None and final.attempts == 2
+
+
+def test_worker_stop_is_graceful(db_path: Path, store: Store, tmp_path: Path):
+    job = _enqueue(store, id="slow", command="sleep 1; echo done")
+    with WorkerPool(db_path, 2) as pool:
+        wait_until(lambda: _state(store, job) is JobState.PROCESSING, 10, "the job to start")
+        result = run_cli(db_path, "worker", "stop")
+        assert result.returncode == 0, result.stderr
+        assert "stopped 2 of 2" in result.stdout
+        assert pool.proc is not None and pool.proc.wait(timeout=10) == 0
+    assert _state(store, job) is JobState.COMPLETED
+    assert store.list_workers() == []
+
+
+def test_worker_stop_now_puts_the_job_back_without_counting(db_path: Path, store: Store):
+    job = _enqueue(store, id="slow", command="sleep 60")
+    with WorkerPool(db_path, 1):
+        wait_until(lambda: _state(store, job) is JobState.PROCESSING, 10, "the job to start")
+        result = run_cli(db_path, "worker", "stop", "--now")
+        assert result.returncode == 0, result.stderr
+    final = store.get_job(job)
+    assert final is not None
+    assert (final.state, final.attempts) == (JobState.PENDING, 0)
+    assert [a.end for a in store.attempts(job)] == [AttemptEnd.SHUTDOWN]
+
+
+@pytest.mark.timeout(300)
+def test_500_jobs_on_4_workers_each_run_exactly_once(db_path: Path, store: Store, tmp_path: Path):
+    log = tmp_path / "runs.log"
+    api.enqueue(store, [JobSpec(id=f"j{i}", command=f"echo j{i} >> {log}") for i in range(500)])
+    with WorkerPool(db_path, 4):
+        wait_until(
+            lambda: store.counts().total(JobState.COMPLETED) == 500, 120, "all 500 to complete"
+        )
+    lines = log.read_text().split()
+    assert sorted(lines) == sorted(f"j{i}" for i in range(500))
+    assert all(len(store.attempts(f"j{i}")) == 1 for i in range(0, 500, 7))

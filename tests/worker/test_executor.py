@@ -1,0 +1,107 @@
+"""executor.run against real processes: capture, timeouts, process groups, caps, abort."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from queuectl import executor
+from queuectl.models import AttemptEnd
+from tests.helpers import wait_until
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+
+
+def test_success_captures_stdout_and_stderr_separately():
+    outcome = executor.run("echo out; echo err >&2")
+    assert outcome.end is AttemptEnd.SUCCEEDED
+    assert (outcome.exit_code, outcome.signal) == (0, None)
+    assert outcome.stdout == b"out\n"
+    assert outcome.stderr == b"err\n"
+    assert outcome.ended_at >= outcome.started_at
+
+
+def test_nonzero_exit_is_a_failure_with_its_code():
+    outcome = executor.run("exit 3")
+    assert outcome.end is AttemptEnd.FAILED
+    assert outcome.exit_code == 3
+
+
+def test_command_not_found():
+    outcome = executor.run("no_such_command_queuectl_test")
+    assert outcome.end is AttemptEnd.NOT_FOUND
+    assert outcome.error is not None and "not found" in outcome.error
+
+
+def test_missing_cwd_cannot_start(tmp_path: Path):
+    outcome = executor.run("true", cwd=str(tmp_path / "missing"))
+    assert outcome.end is AttemptEnd.NOT_FOUND
+    assert outcome.error is not None and "missing" in outcome.error
+
+
+def test_cwd_and_env_are_applied(tmp_path: Path):
+    outcome = executor.run('pwd; echo "$GREETING"', cwd=str(tmp_path), env={"GREETING": "hi"})
+    assert outcome.stdout.decode().split() == [str(tmp_path), "hi"]
+
+
+def test_runs_in_its_own_session():
+    outcome = executor.run("exec python3 -c 'import os; print(os.getsid(0))'")
+    assert int(outcome.stdout) == outcome.pid
+    assert os.getsid(0) != outcome.pid
+
+
+def test_timeout_kills_the_command_and_its_children(tmp_path: Path):
+    pidfile = tmp_path / "child.pid"
+    outcome = executor.run(f"sleep 60 & echo $! > {pidfile}; wait", timeout=0.5)
+    assert outcome.end is AttemptEnd.TIMEOUT
+    child = int(pidfile.read_text())
+    wait_until(lambda: not _alive(child), timeout=5, message="the background child to die")
+
+
+def test_command_ignoring_sigterm_is_killed_after_the_grace_period():
+    outcome = executor.run("trap '' TERM; sleep 60", timeout=0.2, kill_grace=0.3)
+    assert outcome.end is AttemptEnd.TIMEOUT
+    assert outcome.signal == 9
+
+
+def test_leftover_background_process_is_killed_when_the_command_exits(tmp_path: Path):
+    pidfile = tmp_path / "child.pid"
+    outcome = executor.run(f"sleep 60 & echo $! > {pidfile}")
+    assert outcome.end is AttemptEnd.SUCCEEDED
+    child = int(pidfile.read_text())
+    wait_until(lambda: not _alive(child), timeout=5, message="the leftover child to die")
+
+
+def test_output_keeps_only_the_tail_with_a_marker():
+    outcome = executor.run(
+        "head -c 3000000 /dev/zero; printf END; head -c 5000 /dev/zero >&2", output_limit=1000
+    )
+    assert outcome.stdout.endswith(b"END")
+    marker, _, tail = outcome.stdout.partition(b"\n")
+    assert marker == b"[queuectl: 2999003 earlier bytes truncated]"
+    assert len(tail) == 1000
+    assert outcome.stderr.startswith(b"[queuectl: 4000 earlier bytes truncated]\n")
+
+
+def test_tail_buffer_never_holds_much_more_than_its_limit():
+    buffer = executor.TailBuffer(100)
+    for _ in range(1000):
+        buffer.add(b"x" * 37)
+        assert buffer._size < 100 + 37
+    assert len(buffer.value().split(b"\n", 1)[1]) == 100
+
+
+def test_abort_stops_the_command_as_shutdown():
+    abort = threading.Event()
+    timer = threading.Timer(0.3, abort.set)
+    timer.start()
+    outcome = executor.run("sleep 60", abort=abort)
+    timer.join()
+    assert outcome.end is AttemptEnd.SHUTDOWN

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import subprocess
 import signal
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 from queuectl import api, spec
 from queuectl.models import AttemptEnd, JobSpec, JobState
 from queuectl.store import Store
-from tests.helpers import WorkerPool, run_cli, wait_until
+from tests.helpers import QUEUECTL, WorkerPool, run_cli, wait_until
 
 
 def _enqueue(store: Store, **fields: object) -> str:
@@ -46,7 +48,7 @@ def test_failing_job_is_retried_with_backoff_then_dead(db_path: Path, store: Sto
         _wait_state(store, job, JobState.DEAD, timeout=30)
     attempts = store.attempts(job)
     assert [a.end for a in attempts] == [AttemptEnd.FAILED] * 3
-    for n, (before, after) in enumerate(zip(attempts, attempts[1:], strict=False), start=1):
+    for n, (before, after) in enumerate(itertools.pairwise(attempts), start=1):
         gap = (after.started_at - before.ended_at).total_seconds()
         assert gap >= 1.5**n - 0.01, f"retry {n} came after {gap:.3f}s"
         assert gap < 1.5**n + 2.0, f"retry {n} came only after {gap:.3f}s"
@@ -164,10 +166,6 @@ def test_lease_expiry_recovers_a_job_without_a_supervisor(
     db_path: Path, store: Store, tmp_path: Path
 ):
     """A bare worker (no supervisor to clean up) dies; its lease expires; another takes over."""
-    import subprocess
-
-    from tests.helpers import QUEUECTL
-
     api.set_config(store, "lease", "1")
     marker = tmp_path / "started"
     job = _enqueue(store, id="j", command=f"touch {marker}; sleep 0.5", max_retries=3)

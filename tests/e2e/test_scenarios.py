@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
 import signal
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 

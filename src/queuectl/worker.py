@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from queuectl import config, executor, models, retry, store
+from queuectl import config, errors, executor, models, retry, store
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,8 @@ TICK = 0.2
 MAINTENANCE_INTERVAL = 1.0
 """Seconds between a worker's sweeps for expired leases, and between config reloads."""
 RESCUE_BATCH = 20
+STORE_RETRY = 1.0
+"""Seconds a worker waits before trying again when the store is unavailable (disk full, I/O)."""
 
 
 def new_worker_id() -> str:
@@ -122,21 +124,26 @@ class Worker:
             self._exiting.set()
             if heartbeat.is_alive():
                 heartbeat.join()
-            db.deregister_worker(self.id)
+            with contextlib.suppress(errors.StoreUnavailable):
+                db.deregister_worker(self.id)  # else it is pruned once its heartbeat is stale
             db.close()
             log.info("worker %s: stopped", self.id)
 
     def _loop(self, db: store.Store) -> None:
         next_maintenance = 0.0
         while not self.stop.is_set():
-            if time.monotonic() >= next_maintenance:
-                self._maintain(db)
-                next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
-            claim = db.claim(self.id, self.info.host, self.queues, self.cfg.lease)
-            if claim is None:
-                self._idle(db, next_maintenance)
-                continue
-            self._process(db, claim)
+            try:
+                if time.monotonic() >= next_maintenance:
+                    self._maintain(db)
+                    next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
+                claim = db.claim(self.id, self.info.host, self.queues, self.cfg.lease)
+                if claim is None:
+                    self._idle(db, next_maintenance)
+                    continue
+                self._process(db, claim)
+            except errors.StoreUnavailable as exc:
+                log.error("worker %s: %s; trying again in %gs", self.id, exc, STORE_RETRY)
+                self.stop.wait(STORE_RETRY)
 
     def _maintain(self, db: store.Store) -> None:
         """Reload config, re-register if pruned, and recover jobs of dead workers."""
@@ -174,9 +181,7 @@ class Worker:
             timeout = min(timeout, max((due - db.now()).total_seconds(), 0.0))
         if timeout > 0:
             db.wait_for_work(timeout)
-        stop = db.stop_requested(self.id)
-        if stop is not None:
-            self.request_stop(stop)
+        self._check_stop(db)
 
     def _process(self, db: store.Store, claim: models.Claim) -> None:
         job = claim.job
@@ -201,9 +206,11 @@ class Worker:
             abort=self.job_abort,
         )
         transition = retry.next_transition(job, outcome, self.cfg, db.now())
-        finished = db.finish(claim, outcome, transition)
-        with self._lock:
-            self._current = None
+        try:
+            finished = self._finish(db, claim, outcome, transition)
+        finally:
+            with self._lock:
+                self._current = None
         if finished:
             log.info(
                 "job %s attempt %d: %s in %.3fs -> %s",
@@ -220,6 +227,27 @@ class Worker:
                 job.run_count,
             )
 
+    def _finish(
+        self,
+        db: store.Store,
+        claim: models.Claim,
+        outcome: models.Outcome,
+        transition: models.Transition,
+    ) -> bool:
+        """Record the attempt, retrying while the store is unavailable and the lease may hold.
+
+        The heartbeat keeps the lease alive meanwhile; once it is lost, another worker recovers
+        the job (it runs again: at least once).
+        """
+        while True:
+            try:
+                return db.finish(claim, outcome, transition)
+            except errors.StoreUnavailable as exc:
+                if self.job_abort.is_set():
+                    raise
+                log.error("job %s: cannot record the attempt: %s; retrying", claim.job.id, exc)
+                time.sleep(STORE_RETRY)
+
     # --- heartbeat thread -----------------------------------------------------------
     def _heartbeat_loop(self) -> None:
         db = store.open_store(self.db)
@@ -228,15 +256,22 @@ class Worker:
             while not self._exiting.wait(TICK):
                 if os.getppid() != self._parent:
                     self.request_stop("graceful")  # the supervisor is gone
-                if time.monotonic() >= next_beat:
-                    self._beat(db)
-                    next_beat = time.monotonic() + self.cfg.lease / 3
-                elif self._busy():
-                    stop = db.stop_requested(self.id)
-                    if stop is not None:
-                        self.request_stop(stop)
+                try:
+                    if time.monotonic() >= next_beat:
+                        self._beat(db)
+                        next_beat = time.monotonic() + self.cfg.lease / 3
+                    elif self._busy():
+                        self._check_stop(db)
+                except errors.StoreUnavailable as exc:
+                    # Keep beating: a dead heartbeat thread would let a live job be recovered.
+                    log.error("worker %s: heartbeat failed: %s", self.id, exc)
         finally:
             db.close()
+
+    def _check_stop(self, db: store.Store) -> None:
+        stop = db.stop_requested(self.id)
+        if stop is not None:
+            self.request_stop(stop)
 
     def _busy(self) -> bool:
         with self._lock:

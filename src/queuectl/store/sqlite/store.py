@@ -118,6 +118,15 @@ def _statements(script: str) -> Iterator[str]:
         raise ValueError("migration ends with an incomplete statement")
 
 
+@contextlib.contextmanager
+def _unavailable_on_error(path: Path) -> Iterator[None]:
+    """Turn an operational failure (disk full, I/O error, locked too long) into StoreUnavailable."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise errors.StoreUnavailable(f"db: {path}: {exc}") from exc
+
+
 class SqliteStore:
     """The Store contract on a SQLite file."""
 
@@ -147,23 +156,28 @@ class SqliteStore:
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, holding the write lock from its start."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with _unavailable_on_error(self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                if self._db.in_transaction:  # SQLITE_FULL and friends may have rolled back already
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _one(self, name: str, /, **params: Any) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self._db.execute(_Q[name], params).fetchone()
+        with _unavailable_on_error(self.path):
+            row: sqlite3.Row | None = self._db.execute(_Q[name], params).fetchone()
         return row
 
     def _all(self, name: str, /, **params: Any) -> list[sqlite3.Row]:
-        return self._db.execute(_Q[name], params).fetchall()
+        with _unavailable_on_error(self.path):
+            return self._db.execute(_Q[name], params).fetchall()
 
     def _run(self, name: str, /, **params: Any) -> int:
-        return self._db.execute(_Q[name], params).rowcount
+        with _unavailable_on_error(self.path):
+            return self._db.execute(_Q[name], params).rowcount
 
     # --- lifecycle -------------------------------------------------------------
     def migrate(self) -> None:
@@ -172,8 +186,8 @@ class SqliteStore:
             applied = {row[0] for row in self._all("select_schema_versions")}
             if not migrations.pending(known, applied):
                 return
-        except sqlite3.OperationalError:
-            pass  # no version table yet
+        except errors.StoreUnavailable:
+            pass  # no version table yet (or busy: the write below waits its turn)
         with self._write():
             self._run("create_schema_version")
             applied = {row[0] for row in self._all("select_schema_versions")}

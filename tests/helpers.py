@@ -1,0 +1,119 @@
+"""Test helpers: wait on conditions with a deadline, run the real CLI, run real workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+QUEUECTL = shutil.which("queuectl", path=str(Path(sys.executable).parent)) or "queuectl"
+
+
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 10.0, message: str = "", interval: float = 0.02
+) -> T:
+    """Poll `predicate` until it returns something truthy; fail with the last value on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {message} (last: {value!r})"
+            )
+        time.sleep(interval)
+
+
+def run_cli(
+    db: str | Path, *args: str, input: str | None = None, cwd: str | Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script against `db` and capture its output."""
+    return subprocess.run(
+        [QUEUECTL, "--db", str(db), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class WorkerPool:
+    """`queuectl worker start --count N` as a real subprocess; always cleaned up on exit."""
+
+    def __init__(
+        self, db: str | Path, count: int = 1, *extra: str, log: Path | None = None
+    ) -> None:
+        self.db, self.count, self.extra = str(db), count, extra
+        self.log = log or Path(self.db).with_suffix(".workers.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> WorkerPool:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    QUEUECTL,
+                    "--db",
+                    self.db,
+                    "worker",
+                    "start",
+                    "--count",
+                    str(self.count),
+                    *self.extra,
+                ],
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the supervisor's worker processes."""
+        return _children(self.pid)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM the supervisor (graceful stop) and wait for it; return its exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            workers = self.worker_pids()
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.send_signal(signal.SIGTERM)  # the second signal: stop jobs too
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                for pid in [self.proc.pid, *workers]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)

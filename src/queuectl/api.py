@@ -25,7 +25,10 @@ def _resolve(
     item: models.JobSpec, cfg: config.Config, now: datetime, base_dir: str
 ) -> models.NewJob:
     """Apply the configured defaults and make times and paths absolute."""
-    run_at = item.run_at or now + timedelta(seconds=item.delay or 0.0)
+    try:
+        run_at = item.run_at or now + timedelta(seconds=item.delay or 0.0)
+    except OverflowError:
+        raise errors.FieldError("delay", f"is too far in the future (got {item.delay})") from None
     timeout = item.timeout if item.timeout is not None else (cfg.job_timeout or None)
     return models.NewJob(
         id=item.id or _new_id(),

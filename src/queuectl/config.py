@@ -29,6 +29,10 @@ OUTPUT_LIMIT = 1024 * 1024
 LEASE = 30.0
 """Seconds a claim stays valid without a heartbeat; a dead worker's job is recovered after it."""
 
+MAX_SECONDS = 10 * 365 * 86400
+"""The longest duration any setting accepts: ten years."""
+MAX_OUTPUT_LIMIT = 1024**3
+"""The most output a worker may hold per stream and attempt."""
 _SIZE_UNITS = {
     "": 1,
     "b": 1,
@@ -54,22 +58,16 @@ def _number(text: str, key: str) -> float:
     return value
 
 
-def _at_least(low: float, *, strict: bool = False) -> Callable[[str, str], float]:
+def _between(low: float, high: float) -> Callable[[str, str], float]:
     def parse(text: str, key: str) -> float:
         value = _number(text, key)
-        if value < low or (strict and value == low):
-            relation = ">" if strict else ">="
-            raise errors.FieldError(key, f'must be a number {relation} {low:g} (got "{text}")')
+        if not low <= value <= high:
+            raise errors.FieldError(
+                key, f'must be a number from {low:g} to {high:g} (got "{text}")'
+            )
         return value
 
     return parse
-
-
-def _fraction(text: str, key: str) -> float:
-    value = _number(text, key)
-    if not 0 <= value <= 1:
-        raise errors.FieldError(key, f'must be a number from 0 to 1 (got "{text}")')
-    return value
 
 
 def _count(text: str, key: str) -> int:
@@ -77,19 +75,20 @@ def _count(text: str, key: str) -> int:
         value = int(text.strip())
     except ValueError:
         raise errors.FieldError(key, f'must be a whole number >= 0 (got "{text}")') from None
-    if value < 0:
-        raise errors.FieldError(key, f'must be a whole number >= 0 (got "{text}")')
+    if not 0 <= value <= 10_000:
+        raise errors.FieldError(key, f'must be a whole number from 0 to 10000 (got "{text}")')
     return value
 
 
 def _size(text: str, key: str) -> int:
     match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
-    if match is None or unit not in _SIZE_UNITS or int(match.group(1)) < 1:
+    size = int(match.group(1)) * _SIZE_UNITS.get(unit, 0) if match else 0
+    if not 1 <= size <= MAX_OUTPUT_LIMIT:
         raise errors.FieldError(
-            key, f'must be a size in bytes >= 1, like 65536 or 1MiB (got "{text}")'
+            key, f'must be a size from 1 byte to 1GiB, like 65536 or 1MiB (got "{text}")'
         )
-    return int(match.group(1)) * _SIZE_UNITS[unit]
+    return size
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,13 +107,13 @@ class Config:
 
 PARSERS: dict[str, Callable[[str, str], float | int]] = {
     "max_retries": _count,
-    "backoff_base": _at_least(1.0),
-    "max_backoff": _at_least(0.0),
-    "backoff_jitter": _fraction,
-    "job_timeout": _at_least(0.0),
-    "poll_interval": _at_least(0.01),
+    "backoff_base": _between(1.0, 1000.0),
+    "max_backoff": _between(0.0, MAX_SECONDS),
+    "backoff_jitter": _between(0.0, 1.0),
+    "job_timeout": _between(0.0, MAX_SECONDS),
+    "poll_interval": _between(0.01, 3600.0),
     "output_limit": _size,
-    "lease": _at_least(1.0),
+    "lease": _between(1.0, 86400.0),
 }
 KEYS = tuple(f.name for f in fields(Config))
 

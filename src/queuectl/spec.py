@@ -10,7 +10,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from queuectl import errors, models
@@ -30,6 +30,8 @@ FIELDS = (
 )
 MAX_ID_LENGTH = 200
 INT_RANGE = (-(2**31), 2**31 - 1)
+MAX_SECONDS = 10 * 365 * 86400
+"""The longest delay or timeout accepted: ten years."""
 _ID_RE = re.compile(r"[^\s\x00-\x1f\x7f]+")
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _ENV_NAME_RE = re.compile(r"[^=\x00]+")
@@ -48,11 +50,18 @@ def _integer(name: str, value: Any, low: int, high: int) -> int:
 
 
 def _seconds(name: str, value: Any, *, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         raise _fail(name, f"must be a number of seconds (got {json.dumps(value)})")
-    if value < 0 or (value == 0 and not allow_zero):
+    if value < 0 or (value == 0 and not allow_zero) or value > MAX_SECONDS:
         relation = ">= 0" if allow_zero else "> 0"
-        raise _fail(name, f"must be a number of seconds {relation} (got {value})")
+        raise _fail(
+            name,
+            f"must be a number of seconds {relation} and <= {MAX_SECONDS} (got {str(value)[:20]})",
+        )
     return float(value)
 
 
@@ -95,6 +104,12 @@ def parse_run_at(value: Any) -> datetime:
         ) from None
     if when.tzinfo is None or when.utcoffset() is None:
         raise _fail("run_at", f"must include a timezone, like Z or +02:00 (got {json.dumps(text)})")
+    try:
+        when.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise _fail(
+            "run_at", f"must be between the years 1 and 9999 in UTC (got {json.dumps(text)})"
+        ) from None
     return when
 
 
@@ -159,11 +174,11 @@ def from_mapping(data: Any) -> models.JobSpec:
     if unknown:
         raise _fail(unknown[0], f"unknown field (known fields: {', '.join(FIELDS)})")
     fields = dict(data)
-    if fields.get("timeout_sec") is not None:
+    alias = fields.pop("timeout_sec", None)
+    if alias is not None:
         if fields.get("timeout") is not None:
             raise _fail("timeout_sec", "give timeout or timeout_sec, not both")
-        fields["timeout"] = fields["timeout_sec"]
-    fields.pop("timeout_sec", None)
+        fields["timeout"] = _seconds("timeout_sec", alias, allow_zero=False)
     if "command" not in fields or fields["command"] is None:
         raise _fail("command", 'is required, like {"command": "sleep 2"}')
     if fields.get("run_at") is not None and fields.get("delay") is not None:
@@ -182,6 +197,8 @@ def from_json(text: str) -> models.JobSpec:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _fail("job", f"invalid JSON at column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise _fail("job", f"invalid JSON: {exc}") from None
     return from_mapping(data)
 
 

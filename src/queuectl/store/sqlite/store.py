@@ -104,6 +104,23 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
+def _use_wal(db: sqlite3.Connection, deadline: float) -> None:
+    """Switch the file to WAL (a persistent setting) unless it is in WAL already.
+
+    Switching needs an exclusive lock, and SQLite answers "locked" at once rather than waiting
+    out busy_timeout when several processes open a fresh file together, so wait here.
+    """
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _statements(script: str) -> Iterator[str]:
     """Split a migration script into complete statements."""
     buffer = ""
@@ -140,9 +157,12 @@ class SqliteStore:
         self._db.row_factory = sqlite3.Row
         self._listener: wakeup.Listener | None = None
         try:
-            self._db.execute("PRAGMA journal_mode = WAL")
+            _use_wal(self._db, deadline=time.monotonic() + BUSY_TIMEOUT_MS / 1000)
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.OperationalError as exc:
+            self._db.close()
+            raise errors.StoreUnavailable(f"db: {path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise errors.StoreUnavailable(

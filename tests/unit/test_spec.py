@@ -1,0 +1,313 @@
+"""Job specs: every field valid and invalid, JSON lines, and the field each error names."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from queuectl import errors, models, spec
+
+
+def parse(**fields: Any) -> models.JobSpec:
+    return spec.from_mapping({"command": "echo hi", **fields})
+
+
+def field_error(data: Any) -> errors.FieldError:
+    """The FieldError a decoded object raises (no other exception type is acceptable)."""
+    with pytest.raises(errors.FieldError) as info:
+        spec.from_mapping(data)
+    return info.value
+
+
+# --- valid specs ---------------------------------------------------------------
+
+
+def test_minimal_spec_has_the_defaults():
+    assert spec.from_json('{"command": "sleep 2"}') == models.JobSpec(command="sleep 2")
+
+
+def test_every_field():
+    got = spec.from_json(
+        json.dumps(
+            {
+                "id": "job-1",
+                "command": "echo $X",
+                "priority": -5,
+                "run_at": "2026-01-31T09:00:00+02:00",
+                "max_retries": 0,
+                "timeout": 2.5,
+                "queue": "mail.out:v2_a-b",
+                "cwd": "sub/dir",
+                "env": {"X": "1", "EMPTY": ""},
+            }
+        )
+    )
+    assert got == models.JobSpec(
+        id="job-1",
+        command="echo $X",
+        priority=-5,
+        run_at=datetime(2026, 1, 31, 9, tzinfo=timezone(timedelta(hours=2))),
+        max_retries=0,
+        timeout=2.5,
+        queue="mail.out:v2_a-b",
+        cwd="sub/dir",
+        env={"X": "1", "EMPTY": ""},
+    )
+
+
+def test_null_fields_mean_the_default():
+    got = parse(
+        id=None, priority=None, run_at=None, delay=None, max_retries=None, timeout=None, env=None
+    )
+    assert got == models.JobSpec(command="echo hi")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-31T09:00:00Z", datetime(2026, 1, 31, 9, tzinfo=UTC)),
+        ("2026-01-31T09:00:00+00:00", datetime(2026, 1, 31, 9, tzinfo=UTC)),
+        ("2026-01-31 09:00:00.250-01:30", datetime(2026, 1, 31, 10, 30, 0, 250000, tzinfo=UTC)),
+    ],
+)
+def test_run_at_formats(text, expected):
+    got = parse(run_at=text).run_at
+    assert got == expected
+    assert got is not None
+    assert got.utcoffset() is not None
+
+
+@pytest.mark.parametrize("delay", [0, 0.5, 30, 86400])
+def test_delay(delay):
+    got = parse(delay=delay)
+    assert got.delay == delay
+    assert isinstance(got.delay, float)
+
+
+@pytest.mark.parametrize("timeout", [0.01, 1, 3600])
+def test_timeout_is_a_float(timeout):
+    got = parse(timeout=timeout)
+    assert got.timeout == timeout
+    assert isinstance(got.timeout, float)
+
+
+def test_timeout_sec_is_an_alias_of_timeout():
+    assert parse(timeout_sec=7).timeout == 7.0
+    assert parse(timeout_sec=7, timeout=None).timeout == 7.0
+    assert parse(timeout_sec=None, timeout=3).timeout == 3.0
+
+
+@pytest.mark.parametrize("priority", [-(2**31), -1, 0, 10, 2**31 - 1])
+def test_priority_range(priority):
+    assert parse(priority=priority).priority == priority
+
+
+@pytest.mark.parametrize("max_retries", [0, 1, 10_000])
+def test_max_retries_range(max_retries):
+    assert parse(max_retries=max_retries).max_retries == max_retries
+
+
+@pytest.mark.parametrize("job_id", ["a", "job-1", "x" * spec.MAX_ID_LENGTH, "über/ß", "a-b_c.d:e"])
+def test_valid_ids(job_id):
+    assert parse(id=job_id).id == job_id
+
+
+@pytest.mark.parametrize("command", ["true", "  echo padded  ", "echo 'a\nb'", "ls | wc -l"])
+def test_commands_are_kept_verbatim(command):
+    assert spec.from_mapping({"command": command}).command == command
+
+
+# --- invalid specs: each names its field ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        # command
+        ({}, "command"),
+        ({"command": None}, "command"),
+        ({"command": ""}, "command"),
+        ({"command": "   \t\n"}, "command"),
+        ({"command": 5}, "command"),
+        ({"command": ["ls"]}, "command"),
+        ({"command": "echo \x00"}, "command"),
+        # unknown fields
+        ({"command": "x", "retries": 3}, "retries"),
+        ({"command": "x", "Command": "y"}, "Command"),
+        # id
+        ({"command": "x", "id": ""}, "id"),
+        ({"command": "x", "id": "a b"}, "id"),
+        ({"command": "x", "id": "tab\there"}, "id"),
+        ({"command": "x", "id": "-flag"}, "id"),
+        ({"command": "x", "id": "x" * (spec.MAX_ID_LENGTH + 1)}, "id"),
+        ({"command": "x", "id": 12}, "id"),
+        # priority
+        ({"command": "x", "priority": "1"}, "priority"),
+        ({"command": "x", "priority": 1.5}, "priority"),
+        ({"command": "x", "priority": 1.0}, "priority"),
+        ({"command": "x", "priority": True}, "priority"),
+        ({"command": "x", "priority": 2**31}, "priority"),
+        ({"command": "x", "priority": -(2**31) - 1}, "priority"),
+        # max_retries
+        ({"command": "x", "max_retries": -1}, "max_retries"),
+        ({"command": "x", "max_retries": 10_001}, "max_retries"),
+        ({"command": "x", "max_retries": False}, "max_retries"),
+        ({"command": "x", "max_retries": "3"}, "max_retries"),
+        ({"command": "x", "max_retries": 2.0}, "max_retries"),
+        # timeout
+        ({"command": "x", "timeout": 0}, "timeout"),
+        ({"command": "x", "timeout": -3}, "timeout"),
+        ({"command": "x", "timeout": "5"}, "timeout"),
+        ({"command": "x", "timeout": True}, "timeout"),
+        ({"command": "x", "timeout": float("nan")}, "timeout"),
+        ({"command": "x", "timeout": float("inf")}, "timeout"),
+        # timeout_sec
+        ({"command": "x", "timeout": 1, "timeout_sec": 1}, "timeout_sec"),
+        ({"command": "x", "timeout_sec": 0}, "timeout_sec"),
+        ({"command": "x", "timeout_sec": -1}, "timeout_sec"),
+        ({"command": "x", "timeout_sec": "10"}, "timeout_sec"),
+        # delay
+        ({"command": "x", "delay": -1}, "delay"),
+        ({"command": "x", "delay": "5"}, "delay"),
+        ({"command": "x", "delay": True}, "delay"),
+        ({"command": "x", "delay": float("inf")}, "delay"),
+        ({"command": "x", "delay": 5, "run_at": "2026-01-31T09:00:00Z"}, "delay"),
+        # run_at
+        ({"command": "x", "run_at": "2026-01-31T09:00:00"}, "run_at"),
+        ({"command": "x", "run_at": "2026-01-31"}, "run_at"),
+        ({"command": "x", "run_at": "tomorrow"}, "run_at"),
+        ({"command": "x", "run_at": "31/01/2026 09:00 +00:00"}, "run_at"),
+        ({"command": "x", "run_at": "2026-02-30T09:00:00Z"}, "run_at"),
+        ({"command": "x", "run_at": 1769850000}, "run_at"),
+        ({"command": "x", "run_at": ""}, "run_at"),
+        # queue
+        ({"command": "x", "queue": ""}, "queue"),
+        ({"command": "x", "queue": "a b"}, "queue"),
+        ({"command": "x", "queue": "a/b"}, "queue"),
+        ({"command": "x", "queue": "q" * 65}, "queue"),
+        ({"command": "x", "queue": 1}, "queue"),
+        # cwd
+        ({"command": "x", "cwd": ""}, "cwd"),
+        ({"command": "x", "cwd": 3}, "cwd"),
+        ({"command": "x", "cwd": "a\x00b"}, "cwd"),
+        # env
+        ({"command": "x", "env": ["A=1"]}, "env"),
+        ({"command": "x", "env": "A=1"}, "env"),
+        ({"command": "x", "env": {"": "1"}}, "env"),
+        ({"command": "x", "env": {"A=B": "1"}}, "env"),
+        ({"command": "x", "env": {"A": 1}}, "env"),
+        ({"command": "x", "env": {"A": None}}, "env"),
+        ({"command": "x", "env": {"A": "a\x00b"}}, "env"),
+    ],
+)
+def test_invalid_field_is_named(fields, field):
+    err = field_error(fields)
+    assert err.field == field
+    assert err.line is None
+    assert str(err).startswith(f"{field}: ")
+    assert err.exit_code == 2
+
+
+@pytest.mark.parametrize("field", ["timeout", "delay"])
+def test_huge_numbers_are_a_field_error(field):
+    # 10**400 is a valid JSON number that no float can hold.
+    assert field_error({"command": "x", field: 10**400}).field == field
+    with pytest.raises(errors.FieldError) as info:
+        spec.from_json('{"command": "x", "' + field + '": 1' + "0" * 400 + "}")
+    assert info.value.field == field
+
+
+def test_a_number_too_long_to_decode_is_a_field_error():
+    with pytest.raises(errors.FieldError) as info:
+        spec.from_json('{"command": "x", "priority": ' + "9" * 5000 + "}")
+    assert info.value.field in ("priority", "job")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01T00:00:00+01:00",  # year 0 in UTC
+        "9999-12-31T23:59:59-01:00",  # year 10000 in UTC
+    ],
+)
+def test_run_at_outside_the_representable_range_is_refused(text):
+    # Such a time cannot be converted to UTC, so the store could not read the job back.
+    assert field_error({"command": "x", "run_at": text}).field == "run_at"
+
+
+@pytest.mark.parametrize("data", [["command"], "echo", 5, None])
+def test_not_an_object(data):
+    assert field_error(data).field == "job"
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"command": "x",}', "{'command': 'x'}", "nope"])
+def test_invalid_json(text):
+    with pytest.raises(errors.FieldError) as info:
+        spec.from_json(text)
+    assert info.value.field == "job"
+    assert "invalid JSON" in info.value.problem
+
+
+def test_messages_say_how_to_fix():
+    assert "like" in field_error({}).problem
+    assert '"-3"' not in field_error({"command": "x", "timeout": -3}).problem
+    assert "-3" in field_error({"command": "x", "timeout": -3}).problem
+    unknown = field_error({"command": "x", "colour": "red"})
+    assert "known fields" in unknown.problem
+    assert "timeout_sec" in unknown.problem
+
+
+# --- parsers used by the CLI flags ------------------------------------------------
+
+
+def test_parse_queue_and_id_directly():
+    assert spec.parse_queue("default") == "default"
+    assert spec.parse_id("abc") == "abc"
+    with pytest.raises(errors.FieldError) as info:
+        spec.parse_queue("bad queue")
+    assert info.value.field == "queue"
+
+
+# --- JSON lines ---------------------------------------------------------------------
+
+
+def test_from_lines_skips_blank_lines():
+    lines = ['{"command": "a"}\n', "\n", "   \n", '{"command": "b", "priority": 2}\n']
+    assert spec.from_lines(lines) == [
+        models.JobSpec(command="a"),
+        models.JobSpec(command="b", priority=2),
+    ]
+
+
+def test_from_lines_names_the_line():
+    lines = ['{"command": "a"}', "", '{"command": "b", "timeout": -1}', '{"command": "c"}']
+    with pytest.raises(errors.FieldError) as info:
+        spec.from_lines(lines)
+    assert info.value.line == 3
+    assert info.value.field == "timeout"
+    assert str(info.value).startswith("line 3: timeout: ")
+
+
+def test_from_lines_names_the_line_of_invalid_json():
+    with pytest.raises(errors.FieldError) as info:
+        spec.from_lines(['{"command": "a"}', "{oops"])
+    assert info.value.line == 2
+    assert info.value.field == "job"
+
+
+@pytest.mark.parametrize("lines", [[], [""], ["\n", "  \n", "\t"]])
+def test_from_lines_without_jobs_is_a_usage_error(lines):
+    with pytest.raises(errors.UsageError) as info:
+        spec.from_lines(lines)
+    assert not isinstance(info.value, errors.FieldError)
+    assert "no jobs" in str(info.value)
+
+
+def test_from_lines_reads_a_file_object(tmp_path):
+    path = tmp_path / "jobs.jsonl"
+    path.write_text('{"command": "a"}\n\n{"command": "b"}\n', encoding="utf-8")
+    with path.open(encoding="utf-8") as f:
+        assert [s.command for s in spec.from_lines(f)] == ["a", "b"]

@@ -43,17 +43,28 @@ def _resolve(
     )
 
 
-def enqueue(store: Store, specs: Sequence[models.JobSpec], cwd: str | None = None) -> list[str]:
+def enqueue(
+    store: Store,
+    specs: Sequence[models.JobSpec],
+    cwd: str | None = None,
+    lines: Sequence[int] | None = None,
+) -> list[str]:
     """Store jobs durably, all or none, and return their ids.
 
     A job's cwd defaults to `cwd` (the caller's directory when None), as pueue does, and a
-    relative cwd is taken from there. Raises DuplicateJob naming the clashing id.
+    relative cwd is taken from there. Raises DuplicateJob naming the clashing id, and its line
+    when `lines` gives each spec's line number in a file.
     """
     cfg = config.from_stored(store.get_config())
     now = store.now()
     base_dir = cwd or str(Path.cwd())
     jobs = [_resolve(item, cfg, now, base_dir) for item in specs]
-    store.enqueue(jobs)
+    try:
+        store.enqueue(jobs)
+    except errors.DuplicateJob as exc:
+        if lines is None or exc.index is None:
+            raise
+        raise errors.DuplicateJob(exc.job_id, lines[exc.index], exc.index) from None
     return [job.id for job in jobs]
 
 

@@ -39,12 +39,13 @@ class NotFound(QueuectlError):
 class DuplicateJob(QueuectlError):
     """A job with this id already exists."""
 
-    def __init__(self, job_id: str, line: int | None = None) -> None:
+    def __init__(self, job_id: str, line: int | None = None, index: int | None = None) -> None:
         where = f"line {line}: " if line is not None else ""
         super().__init__(
             f'{where}id: a job with id "{job_id}" already exists (choose another id, or omit it)'
         )
         self.job_id = job_id
+        self.index = index  # the job's position in its batch
 
 
 class StoreUnavailable(QueuectlError):

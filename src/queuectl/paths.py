@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from queuectl import errors
+
 ENV_VAR = "QUEUECTL_DB"
 """Environment variable naming the store when --db is not given."""
 
 
 def resolve_db(option: str | None) -> str:
     """The store location: --db, else $QUEUECTL_DB, else the per-user data directory."""
-    if option:
+    if option is not None:
+        if not option.strip():
+            raise errors.FieldError("db", "must be a file path, like --db ./queue.db")
         return option
     if os.environ.get(ENV_VAR):
         return os.environ[ENV_VAR]

@@ -68,7 +68,16 @@ def _seconds(name: str, value: Any, *, allow_zero: bool) -> float:
 def _string(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise _fail(name, f"must be a string (got {json.dumps(value)})")
+    _utf8(name, value)
     return value
+
+
+def _utf8(name: str, text: str) -> None:
+    """Refuse text that cannot be stored or passed to a process (lone surrogates, bad bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _fail(name, f"must be valid UTF-8 text (got {ascii(text)[:60]})") from None
 
 
 def parse_id(value: Any) -> str:
@@ -132,6 +141,10 @@ def parse_env(value: Any) -> dict[str, str]:
         )
     env: dict[str, str] = {}
     for key, item in value.items():
+        if isinstance(key, str):
+            _utf8("env", key)
+        if isinstance(item, str):
+            _utf8("env", item)
         if not isinstance(key, str) or not _ENV_NAME_RE.fullmatch(key):
             raise _fail(
                 "env",
@@ -204,7 +217,13 @@ def from_json(text: str) -> models.JobSpec:
 
 def from_lines(lines: Iterable[str]) -> list[models.JobSpec]:
     """Parse JSON lines (one object a line, blank lines skipped); errors name the line number."""
+    return numbered_lines(lines)[0]
+
+
+def numbered_lines(lines: Iterable[str]) -> tuple[list[models.JobSpec], list[int]]:
+    """Like from_lines, and also return the line number each spec came from."""
     specs: list[models.JobSpec] = []
+    numbers: list[int] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -212,6 +231,7 @@ def from_lines(lines: Iterable[str]) -> list[models.JobSpec]:
             specs.append(from_json(line))
         except errors.FieldError as exc:
             raise errors.FieldError(exc.field, exc.problem, line=number) from None
+        numbers.append(number)
     if not specs:
         raise errors.UsageError("file: holds no jobs (write one JSON object a line)")
-    return specs
+    return specs, numbers

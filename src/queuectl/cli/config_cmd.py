@@ -27,7 +27,7 @@ def get(obj: Any, key: str | None) -> None:
     click.echo(config.format_value(values[config.canonical_key(key)]))
 
 
-@config_group.command(name="set")
+@config_group.command(name="set", context_settings={"ignore_unknown_options": True})
 @click.argument("key")
 @click.argument("value")
 @click.pass_obj

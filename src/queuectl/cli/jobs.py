@@ -32,19 +32,23 @@ def _flags_to_mapping(flags: dict[str, Any], args: tuple[str, ...]) -> dict[str,
     return data
 
 
-def _read_lines(path: str) -> list[models.JobSpec]:
+Numbered = tuple[list[models.JobSpec], list[int] | None]
+
+
+def _read_lines(path: str) -> Numbered:
     if path == "-":
-        return spec.from_lines(sys.stdin)
+        return spec.numbered_lines(sys.stdin)
     try:
         with open(path, encoding="utf-8") as handle:  # noqa: PTH123
-            return spec.from_lines(handle)
+            return spec.numbered_lines(handle)
     except OSError as exc:
         raise errors.FieldError("file", f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise errors.FieldError("file", f"{path} is not UTF-8 text") from None
 
 
-def _specs(args: tuple[str, ...], file: str | None, flags: dict[str, Any]) -> list[models.JobSpec]:
+def _specs(args: tuple[str, ...], file: str | None, flags: dict[str, Any]) -> Numbered:
+    """The specs to enqueue and, for a file, the line each came from."""
     given = [name for name, value in flags.items() if value not in (None, ())]
     if file is not None:
         if args or given:
@@ -53,12 +57,12 @@ def _specs(args: tuple[str, ...], file: str | None, flags: dict[str, Any]) -> li
     if len(args) == 1 and args[0].lstrip().startswith("{"):
         if given:
             raise errors.UsageError(f"{given[0]}: give the job as JSON or as flags, not both")
-        return [spec.from_json(args[0])]
+        return [spec.from_json(args[0])], None
     if not args and not given:
         raise errors.UsageError(
             "job: give a JSON object, flags (--command ...), a command after --, or --file"
         )
-    return [spec.from_mapping(_flags_to_mapping(flags, args))]
+    return [spec.from_mapping(_flags_to_mapping(flags, args))], None
 
 
 @click.command(no_args_is_help=False)
@@ -86,9 +90,9 @@ def enqueue(
       queuectl enqueue -- sleep 2
       queuectl enqueue --file jobs.jsonl
     """
-    specs = _specs(args, file, {"id": id_, **flags})
+    specs, lines = _specs(args, file, {"id": id_, **flags})
     with obj.store() as store:
-        ids = api.enqueue(store, specs)
+        ids = api.enqueue(store, specs, lines=lines)
     if file is not None:
         click.echo(f"enqueued {len(ids)} jobs")
     else:

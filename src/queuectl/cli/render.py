@@ -66,14 +66,24 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
-def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+def _table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    bold_last: bool = False,
+) -> Table:
+    """A table whose every cell is plain text: user data is never read as rich markup."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(
+        title=None if title is None else Text(title), title_justify="left", header_style="bold"
+    )
     for column in columns:
         table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    for index, row in enumerate(rows):
+        style = "bold" if bold_last and index == len(rows) - 1 else None
+        table.add_row(*(Text("" if cell is None else str(cell)) for cell in row), style=style)
     return table
 
 
@@ -83,12 +93,6 @@ def _print(*tables: Table) -> None:
     console = Console()
     for table in tables:
         console.print(table)
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def status(snapshot: api.Status, as_json: bool) -> None:
@@ -120,16 +124,16 @@ def status(snapshot: api.Status, as_json: bool) -> None:
             }
         )
         return
-    rows = [[_escape(q), *(snapshot.counts.by_queue[q].get(s, 0) for s in states)] for q in queues]
-    rows.append(["[bold]all[/bold]", *(snapshot.counts.total(s) for s in states)])
-    jobs_table = _table("Jobs", ["queue", *(s.value for s in states)], rows)
+    rows = [[q, *(snapshot.counts.by_queue[q].get(s, 0) for s in states)] for q in queues]
+    rows.append(["all", *(snapshot.counts.total(s) for s in states)])
+    jobs_table = _table("Jobs", ["queue", *(s.value for s in states)], rows, bold_last=True)
     worker_rows = [
         [
-            _escape(w.id),
-            _escape(w.host),
+            w.id,
+            w.host,
             w.pid,
             f"{(snapshot.now - w.heartbeat_at).total_seconds():.1f}s ago",
-            _escape(w.job_id or "idle") + (f" (stopping: {w.stop})" if w.stop else ""),
+            w.job_id or "idle" + (f" (stopping: {w.stop})" if w.stop else ""),
         ]
         for w in snapshot.workers
     ]
@@ -146,14 +150,14 @@ def jobs(items: Sequence[models.Job], as_json: bool) -> None:
         return
     rows = [
         [
-            _escape(j.id),
+            j.id,
             j.state.value,
-            _escape(j.queue),
+            j.queue,
             j.priority,
             f"{j.attempts}/{j.max_retries + 1}",
             _local(j.created_at),
-            _escape(j.command),
-            _escape(j.last_error or ""),
+            j.command,
+            j.last_error or "",
         ]
         for j in items
     ]
@@ -166,9 +170,7 @@ def job_detail(job: models.Job, attempts: Sequence[models.Attempt], as_json: boo
     if as_json:
         _print_json({**job_dict(job), "history": [attempt_dict(a) for a in attempts]})
         return
-    fields = [
-        [key, _escape("" if value is None else str(value))] for key, value in job_dict(job).items()
-    ]
+    fields = [[key, ("" if value is None else str(value))] for key, value in job_dict(job).items()]
     rows = [
         [
             a.number,
@@ -176,13 +178,13 @@ def job_detail(job: models.Job, attempts: Sequence[models.Attempt], as_json: boo
             _local(a.started_at),
             f"{a.duration:.3f}s",
             a.exit_code if a.signal is None else f"signal {a.signal}",
-            _escape(f"{a.host or ''} {a.worker_id or ''} pid {a.pid or '-'}"),
-            _escape(a.error or ""),
+            (f"{a.host or ''} {a.worker_id or ''} pid {a.pid or '-'}"),
+            a.error or "",
         ]
         for a in attempts
     ]
     columns = ["#", "outcome", "started", "duration", "exit", "where", "error"]
     _print(
-        _table(f"Job {_escape(job.id)}", ["field", "value"], fields),
+        _table(f"Job {job.id}", ["field", "value"], fields),
         _table("Attempts", columns, rows),
     )

@@ -259,7 +259,7 @@ class SqliteStore:
         seen: set[str] = set()
         for line, job in enumerate(jobs, start=1):
             if job.id in seen or self._one("select_job", job_id=job.id) is not None:
-                return errors.DuplicateJob(job.id, line if len(jobs) > 1 else None)
+                return errors.DuplicateJob(job.id, line if len(jobs) > 1 else None, line - 1)
             seen.add(job.id)
         return errors.DuplicateJob("?")
 

@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 TICK = 0.2
 """Seconds between the heartbeat thread's looks at stop requests while a job runs."""
 MAINTENANCE_INTERVAL = 1.0
-"""Seconds between a worker's sweeps for expired leases, and between config reloads."""
+"""Seconds between a busy worker's sweeps for expired leases, and between config reloads."""
 RESCUE_BATCH = 20
+EVENT_SLACK = 0.001
+"""Seconds an idle worker oversleeps a due time, so that the event has surely passed."""
 STORE_RETRY = 1.0
 """Seconds a worker waits before trying again when the store is unavailable (disk full, I/O)."""
 
@@ -138,7 +140,8 @@ class Worker:
                     next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
                 claim = db.claim(self.id, self.info.host, self.queues, self.cfg.lease)
                 if claim is None:
-                    self._idle(db, next_maintenance)
+                    self._idle(db)
+                    next_maintenance = 0.0  # after a sleep, look for expired leases first
                     continue
                 self._process(db, claim)
             except errors.StoreUnavailable as exc:
@@ -173,12 +176,17 @@ class Worker:
                 describe(claim.job, transition),
             )
 
-    def _idle(self, db: store.Store, next_maintenance: float) -> None:
-        """Sleep until woken, a waiting job falls due, maintenance is due, or poll_interval ends."""
-        timeout = min(self.cfg.poll_interval, max(next_maintenance - time.monotonic(), 0.0))
-        due = db.next_run_at(self.queues)
-        if due is not None:
-            timeout = min(timeout, max((due - db.now()).total_seconds(), 0.0))
+    def _idle(self, db: store.Store) -> None:
+        """Sleep until woken, a waiting job falls due, a lease runs out, or poll_interval ends.
+
+        Enqueue, `dlq retry`, `config set` and `worker stop` wake idle workers at once, so
+        poll_interval only bounds how late a worker on a platform without wake-ups can be.
+        """
+        now = db.now()
+        timeout = self.cfg.poll_interval
+        for event in (db.next_run_at(self.queues), db.next_lease_expiry()):
+            if event is not None:
+                timeout = min(timeout, (event - now).total_seconds() + EVENT_SLACK)
         if timeout > 0:
             db.wait_for_work(timeout)
         self._check_stop(db)

@@ -220,3 +220,34 @@ def test_500_jobs_on_4_workers_each_run_exactly_once(db_path: Path, store: Store
     lines = log.read_text().split()
     assert sorted(lines) == sorted(f"j{i}" for i in range(500))
     assert all(len(store.attempts(f"j{i}")) == 1 for i in range(0, 500, 7))
+
+
+def test_second_signal_stops_running_jobs_and_puts_them_back(db_path: Path, store: Store):
+    job = _enqueue(store, id="slow", command="sleep 60")
+    with WorkerPool(db_path, 1) as pool:
+        wait_until(lambda: _state(store, job) is JobState.PROCESSING, 10, "the job to start")
+        assert pool.proc is not None
+        pool.proc.send_signal(signal.SIGINT)
+        wait_until(lambda: "stopping (graceful)" in pool.log_text(), 10, "the graceful stop")
+        assert _state(store, job) is JobState.PROCESSING  # the first signal lets it finish
+        pool.proc.send_signal(signal.SIGINT)
+        assert pool.proc.wait(timeout=20) == 0
+    final = store.get_job(job)
+    assert final is not None
+    assert (final.state, final.attempts) == (JobState.PENDING, 0)
+    assert [a.end for a in store.attempts(job)] == [AttemptEnd.SHUTDOWN]
+
+
+def test_an_idle_worker_is_woken_by_enqueue_long_before_poll_interval(db_path: Path, store: Store):
+    api.set_config(store, "poll_interval", "3600")
+    with WorkerPool(db_path, 1):
+        wait_until(lambda: store.list_workers(), 10, "the worker to register")
+        wait_until(lambda: _idle_for_a_while(store), 10, "the worker to go idle")
+        job = _enqueue(store, command="true")
+        _wait_state(store, job, JobState.COMPLETED, timeout=20)
+
+
+def _idle_for_a_while(store: Store) -> bool:
+    """The worker has finished its start-up sweep and sleeps on the wake-up socket."""
+    workers = store.list_workers()
+    return bool(workers) and all(w.job_id is None for w in workers)

@@ -43,6 +43,9 @@ class Store(Protocol):
     def next_run_at(self, queues: Sequence[str] | None) -> datetime | None:
         """When the earliest waiting job (pending or failed) becomes due; None when none waits."""
 
+    def next_lease_expiry(self) -> datetime | None:
+        """When the earliest lease of a processing job runs out; None when nothing is processing."""
+
     def heartbeat(
         self, worker_id: str, claim: models.Claim | None, lease: float
     ) -> models.HeartbeatReply | None:

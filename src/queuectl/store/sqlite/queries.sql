@@ -54,6 +54,12 @@ SELECT min(run_at) AS run_at
  WHERE state IN ('pending', 'failed')
    AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)));
 
+-- name: select_next_lease_expiry :one
+-- When the earliest lease runs out (NULL when nothing is processing).
+SELECT min(lease_expires_at) AS lease_expires_at
+  FROM queuectl_jobs
+ WHERE state = 'processing';
+
 -- name: set_worker_job :exec
 -- Show which job a worker runs (NULL when idle) and count that as a heartbeat.
 UPDATE queuectl_workers

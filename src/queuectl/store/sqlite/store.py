@@ -288,6 +288,10 @@ class SqliteStore:
         row = self._one("select_next_run_at", queues=_json_list(queues))
         return None if row is None else _maybe_dt(row["run_at"])
 
+    def next_lease_expiry(self) -> datetime | None:
+        row = self._one("select_next_lease_expiry")
+        return None if row is None else _maybe_dt(row["lease_expires_at"])
+
     def heartbeat(
         self, worker_id: str, claim: models.Claim | None, lease: float
     ) -> models.HeartbeatReply | None:

@@ -28,6 +28,11 @@ CREATE INDEX queuectl_jobs_runnable
     ON queuectl_jobs (priority DESC, run_at, seq)
     WHERE state IN ('pending', 'failed');
 
+-- An idle worker sleeps until the earliest waiting job falls due.
+CREATE INDEX queuectl_jobs_due
+    ON queuectl_jobs (run_at)
+    WHERE state IN ('pending', 'failed');
+
 -- Rescue finds expired leases without scanning finished jobs.
 CREATE INDEX queuectl_jobs_leased
     ON queuectl_jobs (lease_expires_at)

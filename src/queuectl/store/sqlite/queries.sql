@@ -39,7 +39,7 @@ UPDATE queuectl_jobs
        updated_at       = :now
  WHERE seq = (
         SELECT seq
-          FROM queuectl_jobs
+          FROM queuectl_jobs INDEXED BY queuectl_jobs_runnable  -- else a sort of every waiting job
          WHERE state IN ('pending', 'failed')
            AND run_at <= :now
            AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
@@ -50,14 +50,14 @@ RETURNING *;
 -- name: select_next_run_at :one
 -- When the earliest waiting job becomes runnable (NULL when none waits).
 SELECT min(run_at) AS run_at
-  FROM queuectl_jobs
+  FROM queuectl_jobs INDEXED BY queuectl_jobs_due
  WHERE state IN ('pending', 'failed')
    AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)));
 
 -- name: select_next_lease_expiry :one
 -- When the earliest lease runs out (NULL when nothing is processing).
 SELECT min(lease_expires_at) AS lease_expires_at
-  FROM queuectl_jobs
+  FROM queuectl_jobs INDEXED BY queuectl_jobs_leased
  WHERE state = 'processing';
 
 -- name: set_worker_job :exec
@@ -122,7 +122,7 @@ UPDATE queuectl_jobs
 -- name: select_expired_claims :many
 -- Claims whose lease ran out: their worker is presumed dead.
 SELECT *
-  FROM queuectl_jobs
+  FROM queuectl_jobs INDEXED BY queuectl_jobs_leased
  WHERE state = 'processing'
    AND lease_expires_at < :now
  ORDER BY lease_expires_at

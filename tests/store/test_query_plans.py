@@ -1,0 +1,39 @@
+"""The hot queries use their indexes: no full scan or sort that grows with the queue's depth."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from queuectl.store import Store
+from queuectl.store.sqlite.store import _Q
+
+EXPECTED = {
+    "claim_job": "queuectl_jobs_runnable",
+    "select_next_run_at": "queuectl_jobs_due",
+    "select_next_lease_expiry": "queuectl_jobs_leased",
+    "select_expired_claims": "queuectl_jobs_leased",
+    "select_job": "sqlite_autoindex_queuectl_jobs_1",
+    "finish_job": "sqlite_autoindex_queuectl_jobs_1",
+    "insert_attempt": "sqlite_autoindex_queuectl_jobs_1",
+}
+
+
+@pytest.mark.parametrize(("query", "index"), EXPECTED.items())
+@pytest.mark.parametrize("queues", [None, '["a", "b"]'])
+def test_hot_query_uses_its_index_and_never_sorts(
+    store: Store, db_path: Path, query: str, index: str, queues: str | None
+):
+    sql = _Q[query]
+    params: dict[str, object] = {name: 0 for name in re.findall(r":(\w+)", sql)}
+    if "queues" in params:
+        params["queues"] = queues
+    con = sqlite3.connect(db_path)
+    plan = [row[3] for row in con.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    con.close()
+    assert any(index in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
+    assert not any(step.startswith("SCAN queuectl_jobs") and "INDEX" not in step for step in plan)

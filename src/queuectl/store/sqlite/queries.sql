@@ -60,13 +60,6 @@ SELECT min(lease_expires_at) AS lease_expires_at
   FROM queuectl_jobs INDEXED BY queuectl_jobs_leased
  WHERE state = 'processing';
 
--- name: set_worker_job :exec
--- Show which job a worker runs (NULL when idle) and count that as a heartbeat.
-UPDATE queuectl_workers
-   SET job_id = :job_id,
-       heartbeat_at = :now
- WHERE id = :worker_id;
-
 -- name: extend_lease :rowcount
 -- Push a claim's lease forward; 0 rows means the claim no longer owns the job.
 UPDATE queuectl_jobs
@@ -128,10 +121,6 @@ SELECT *
  ORDER BY lease_expires_at
  LIMIT :limit;
 
--- name: clear_worker_job :exec
--- A rescued job no longer runs on its lost worker.
-UPDATE queuectl_workers SET job_id = NULL WHERE id = :worker_id AND job_id = :job_id;
-
 -- name: expire_worker_leases :exec
 -- A worker is known dead: make its claims rescuable at once instead of at lease expiry.
 UPDATE queuectl_jobs
@@ -190,8 +179,15 @@ DELETE FROM queuectl_workers WHERE id = :worker_id;
 DELETE FROM queuectl_workers WHERE heartbeat_at < :before;
 
 -- name: list_workers :many
--- Every registered worker, oldest first.
-SELECT * FROM queuectl_workers ORDER BY started_at, id;
+-- Every registered worker, oldest first, with the job it runs (derived, so claims write less).
+SELECT w.*,
+       (SELECT j.id
+          FROM queuectl_jobs AS j INDEXED BY queuectl_jobs_leased
+         WHERE j.state = 'processing'
+           AND j.worker_id = w.id
+         LIMIT 1) AS job_id
+  FROM queuectl_workers AS w
+ ORDER BY w.started_at, w.id;
 
 -- name: request_stop :many
 -- Ask workers to stop ('graceful' or 'now'); returns their wake-up addresses.
@@ -201,8 +197,8 @@ UPDATE queuectl_workers
 RETURNING id, wake_addr;
 
 -- name: select_wake_addrs :many
--- Where to send a wake-up datagram after new work arrives.
-SELECT wake_addr FROM queuectl_workers WHERE wake_addr IS NOT NULL AND job_id IS NULL;
+-- Where to send a wake-up datagram after new work arrives (a busy worker just looks once more).
+SELECT wake_addr FROM queuectl_workers WHERE wake_addr IS NOT NULL;
 
 -- name: select_config :many
 -- Every stored config value.

@@ -21,6 +21,7 @@ from queuectl.store import migrate as migrations
 from queuectl.store import sqlfile, wakeup
 
 _Q = {name: q.sql for name, q in sqlfile.load(__package__ or "queuectl.store.sqlite").items()}
+_SYNCHRONOUS = {True: "PRAGMA synchronous = FULL", False: "PRAGMA synchronous = NORMAL"}
 BUSY_TIMEOUT_MS = 60_000
 """How long a writer waits for the write lock before giving up."""
 
@@ -156,9 +157,10 @@ class SqliteStore:
             raise errors.StoreUnavailable(f"db: cannot open {path}: {exc}") from None
         self._db.row_factory = sqlite3.Row
         self._listener: wakeup.Listener | None = None
+        self._durable = True
         try:
             _use_wal(self._db, deadline=time.monotonic() + BUSY_TIMEOUT_MS / 1000)
-            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute(_SYNCHRONOUS[True])
             self._db.execute("PRAGMA foreign_keys = ON")
         except sqlite3.OperationalError as exc:
             self._db.close()
@@ -174,9 +176,18 @@ class SqliteStore:
         return time.time_ns() // 1000
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, holding the write lock from its start."""
+    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction, holding the write lock from its start.
+
+        A durable transaction is on disk when it commits (synchronous=FULL: the WAL is synced,
+        with every commit before it). A non-durable one (NORMAL) may be lost with a power cut,
+        never corrupted: used for what a crash makes moot anyway (claims, heartbeats, worker
+        rows) and for recording attempts, which at worst are redone (see docs/durability.md).
+        """
         with _unavailable_on_error(self.path):
+            if durable is not self._durable:
+                self._db.execute(_SYNCHRONOUS[durable])
+                self._durable = durable
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -270,7 +281,7 @@ class SqliteStore:
         self, worker_id: str, host: str, queues: Sequence[str] | None, lease: float
     ) -> models.Claim | None:
         now = self._now_us()
-        with self._write():
+        with self._write(durable=False):
             row = self._one(
                 "claim_job",
                 worker_id=worker_id,
@@ -279,9 +290,8 @@ class SqliteStore:
                 lease_expires_at=now + int(lease * 1_000_000),
                 queues=_json_list(queues),
             )
-            if row is None:
-                return None
-            self._run("set_worker_job", job_id=row["id"], worker_id=worker_id, now=now)
+        if row is None:
+            return None
         return models.Claim(job=_job(row), worker_id=worker_id, claimed_at=_dt(now))
 
     def next_run_at(self, queues: Sequence[str] | None) -> datetime | None:
@@ -296,7 +306,7 @@ class SqliteStore:
         self, worker_id: str, claim: models.Claim | None, lease: float
     ) -> models.HeartbeatReply | None:
         now = self._now_us()
-        with self._write():
+        with self._write(durable=False):
             row = self._one("touch_worker", worker_id=worker_id, now=now)
             held = claim is not None and (
                 self._run(
@@ -336,7 +346,7 @@ class SqliteStore:
     ) -> bool:
         now = self._now_us()
         key = self._claim_key(claim)
-        with self._write():
+        with self._write(durable=False):
             inserted = self._run(
                 "insert_attempt",
                 pid=outcome.pid,
@@ -362,7 +372,6 @@ class SqliteStore:
                 now=now,
                 **key,
             )
-            self._run("clear_worker_job", worker_id=claim.worker_id, job_id=claim.job.id)
         if transition.state in (models.JobState.PENDING, models.JobState.FAILED):
             self._wake(self._all("select_wake_addrs"))
         return True
@@ -418,7 +427,7 @@ class SqliteStore:
     def register_worker(self, info: models.WorkerInfo) -> None:
         if self._listener is None:
             self._listener = wakeup.Listener()
-        with self._write():
+        with self._write(durable=False):
             self._run(
                 "upsert_worker",
                 id=info.id,
@@ -431,16 +440,16 @@ class SqliteStore:
             )
 
     def deregister_worker(self, worker_id: str) -> None:
-        with self._write():
+        with self._write(durable=False):
             self._run("delete_worker", worker_id=worker_id)
 
     def prune_workers(self, silent_for: float) -> int:
         before = self._now_us() - int(silent_for * 1_000_000)
-        with self._write():
+        with self._write(durable=False):
             return self._run("prune_workers", before=before)
 
     def release_worker(self, worker_id: str) -> None:
-        with self._write():
+        with self._write(durable=False):
             self._run("expire_worker_leases", worker_id=worker_id, now=self._now_us())
             self._run("delete_worker", worker_id=worker_id)
 

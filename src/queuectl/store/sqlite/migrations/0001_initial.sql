@@ -66,7 +66,6 @@ CREATE TABLE queuectl_workers (
     queues       TEXT    NOT NULL,
     started_at   INTEGER NOT NULL,
     heartbeat_at INTEGER NOT NULL,
-    job_id       TEXT,
     stop         TEXT CHECK (stop IN ('graceful', 'now')),
     wake_addr    TEXT
 );

@@ -7,6 +7,7 @@ main() turns every QueuectlError and click usage error into one line on stderr a
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +44,37 @@ class Context:
             opened.close()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+COMMANDS = {
+    "enqueue": "queuectl.cli.jobs:enqueue",
+    "status": "queuectl.cli.jobs:status",
+    "list": "queuectl.cli.jobs:list_",
+    "show": "queuectl.cli.jobs:show",
+    "logs": "queuectl.cli.jobs:logs",
+    "worker": "queuectl.cli.workers:worker",
+    "dlq": "queuectl.cli.dlq:dlq",
+    "config": "queuectl.cli.config_cmd:config_group",
+}
+"""Each command and where it lives; a module is imported only when its command runs."""
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module when the command is used (click's lazy pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name, without importing any."""
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import and return one command, or None for an unknown name."""
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--db",
     metavar="PATH",
@@ -55,16 +86,6 @@ class Context:
 def cli(ctx: click.Context, db: str | None) -> None:
     """A durable background job queue for shell commands."""
     ctx.obj = Context(db_option=db)
-
-
-def _register() -> None:
-    from queuectl.cli import config_cmd, dlq, jobs, workers
-
-    for command in (*jobs.COMMANDS, workers.worker, dlq.dlq, config_cmd.config_group):
-        cli.add_command(command)
-
-
-_register()
 
 
 def _usage_line(exc: click.UsageError) -> str:

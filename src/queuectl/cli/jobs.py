@@ -9,7 +9,6 @@ from typing import Any, TextIO
 import click
 
 from queuectl import api, errors, models, spec
-from queuectl.cli import render
 
 STATES = [state.value for state in models.JobState]
 
@@ -106,6 +105,8 @@ def status(obj: Any, as_json: bool) -> None:
     """Job counts per state and queue, and the workers."""
     with obj.store() as store:
         snapshot = api.status(store)
+    from queuectl.cli import render  # rich is loaded only to draw tables
+
     render.status(snapshot, as_json)
 
 
@@ -119,6 +120,8 @@ def list_(obj: Any, state: str | None, queue: str | None, limit: int, as_json: b
     """Jobs, newest first."""
     with obj.store() as store:
         jobs = api.list_jobs(store, models.JobState(state) if state else None, queue, limit)
+    from queuectl.cli import render  # rich is loaded only to draw tables
+
     render.jobs(jobs, as_json)
 
 
@@ -130,6 +133,8 @@ def show(obj: Any, job_id: str, as_json: bool) -> None:
     """A job's fields and its attempt history."""
     with obj.store() as store:
         job, attempts = api.show(store, job_id)
+    from queuectl.cli import render  # rich is loaded only to draw tables
+
     render.job_detail(job, attempts, as_json)
 
 
@@ -148,6 +153,3 @@ def logs(obj: Any, job_id: str, attempt: int | None) -> None:
         text = data.decode("utf-8", errors="replace")
         out.write(text if text.endswith("\n") or not text else text + "\n")
     out.flush()
-
-
-COMMANDS = (enqueue, status, list_, show, logs)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import resources
+
+from queuectl.store.sqlfile import package_dir
 
 _NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
@@ -25,7 +26,7 @@ class Migration:
 def discover(package: str) -> list[Migration]:
     """All migrations of a backend package, in version order."""
     found = []
-    for entry in resources.files(package).joinpath("migrations").iterdir():
+    for entry in (package_dir(package) / "migrations").iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from importlib import resources
+from importlib import import_module
+from pathlib import Path
 
 _HEADER = re.compile(r"^-- name: (\w+) :(one|many|exec|rowcount)\s*$", re.MULTILINE)
 
@@ -41,4 +42,12 @@ def parse(text: str) -> dict[str, Query]:
 
 def load(package: str) -> dict[str, Query]:
     """Read and parse `queries.sql` from an installed package."""
-    return parse(resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8"))
+    return parse((package_dir(package) / "queries.sql").read_text(encoding="utf-8"))
+
+
+def package_dir(package: str) -> Path:
+    """The directory of an installed package (not importlib.resources: 6 ms of CLI start-up)."""
+    module_file = import_module(package).__file__
+    if module_file is None:
+        raise ValueError(f"{package} is not a regular package")
+    return Path(module_file).parent

@@ -8,12 +8,15 @@ there is no listener and workers fall back to polling every poll_interval.
 from __future__ import annotations
 
 import contextlib
-import secrets
+import os
 import select
-import socket
 import sys
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socket
 
 
 class Listener:
@@ -23,8 +26,10 @@ class Listener:
         self.address: str | None = None
         self._sock: socket.socket | None = None
         if sys.platform.startswith("linux"):
+            import socket  # only workers and notifiers need it: keep it off the CLI's start-up
+
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            name = f"\0queuectl-{secrets.token_hex(8)}"
+            name = f"\0queuectl-{os.urandom(8).hex()}"
             sock.bind(name)
             sock.setblocking(False)
             self._sock, self.address = sock, name[1:]
@@ -54,6 +59,8 @@ def notify(addresses: Iterable[str | None]) -> None:
     targets = [a for a in addresses if a]
     if not targets or not sys.platform.startswith("linux"):
         return
+    import socket
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         for address in targets:

@@ -24,6 +24,7 @@ _Q = {name: q.sql for name, q in sqlfile.load(__package__ or "queuectl.store.sql
 _SYNCHRONOUS = {True: "PRAGMA synchronous = FULL", False: "PRAGMA synchronous = NORMAL"}
 BUSY_TIMEOUT_MS = 60_000
 """How long a writer waits for the write lock before giving up."""
+_BUSY_TIMEOUT = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"  # a constant: no user input
 
 
 def _us(when: datetime) -> int:
@@ -103,6 +104,10 @@ def _create_private(path: Path) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _use_wal(db: sqlite3.Connection, deadline: float) -> None:
@@ -188,7 +193,7 @@ class SqliteStore:
             if durable is not self._durable:
                 self._db.execute(_SYNCHRONOUS[durable])
                 self._durable = durable
-            self._db.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 yield self._db
             except BaseException:
@@ -196,6 +201,28 @@ class SqliteStore:
                     self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE, waiting for another writer in steps of 50 µs and up.
+
+        SQLite's own busy handler sleeps at least 1 ms per try, which is longer than most of our
+        transactions: with two busy workers that alone cost a quarter of the throughput.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        delay = 0.00005
+        self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.002)
+        finally:
+            self._db.execute(_BUSY_TIMEOUT)
 
     def _one(self, name: str, /, **params: Any) -> sqlite3.Row | None:
         with _unavailable_on_error(self.path):

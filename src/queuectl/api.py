@@ -26,7 +26,10 @@ def _resolve(
 ) -> models.NewJob:
     """Apply the configured defaults and make times and paths absolute."""
     try:
-        run_at = item.run_at or now + timedelta(seconds=item.delay or 0.0)
+        if item.run_at is not None:
+            run_at = item.run_at
+        else:
+            run_at = now if not item.delay else now + timedelta(seconds=item.delay)
     except OverflowError:
         raise errors.FieldError("delay", f"is too far in the future (got {item.delay})") from None
     timeout = item.timeout if item.timeout is not None else (cfg.job_timeout or None)
@@ -39,7 +42,7 @@ def _resolve(
         max_retries=cfg.max_retries if item.max_retries is None else item.max_retries,
         timeout=timeout,
         cwd=str(Path(base_dir, item.cwd)) if item.cwd else base_dir,
-        env=dict(item.env),
+        env=dict(item.env) if item.env else {},
     )
 
 

@@ -28,6 +28,7 @@ FIELDS = (
     "cwd",
     "env",
 )
+_FIELD_SET = frozenset(FIELDS)
 MAX_ID_LENGTH = 200
 INT_RANGE = (-(2**31), 2**31 - 1)
 MAX_SECONDS = 10 * 365 * 86400
@@ -183,7 +184,7 @@ def from_mapping(data: Any) -> models.JobSpec:
         raise _fail(
             "job", f'must be a JSON object like {{"command": "sleep 2"}} (got {json.dumps(data)})'
         )
-    unknown = [key for key in data if key not in FIELDS]
+    unknown = [key for key in data if key not in _FIELD_SET]
     if unknown:
         raise _fail(unknown[0], f"unknown field (known fields: {', '.join(FIELDS)})")
     fields = dict(data)

@@ -13,6 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from queuectl import config, errors, models, retry, spec
+from tests.unit.test_retry import make_job
 
 
 def rng(seed: int) -> random.Random:
@@ -268,26 +269,7 @@ def test_backoff_with_jitter_is_bounded(base, cap, n, jitter, seed):
 @given(st.integers(0, 50), st.integers(0, 20), st.sampled_from(list(models.AttemptEnd)))
 def test_a_transition_is_consistent_with_the_budget(attempts_used, max_retries_, end):
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    job = models.Job(
-        id="j",
-        seq=1,
-        command="x",
-        queue="default",
-        priority=0,
-        state=models.JobState.PROCESSING,
-        attempts=attempts_used,
-        max_retries=max_retries_,
-        timeout=None,
-        cwd=None,
-        env={},
-        run_at=now,
-        created_at=now,
-        updated_at=now,
-        run_count=attempts_used,
-        worker_id="w",
-        lease_expires_at=now,
-        last_error=None,
-    )
+    job = make_job(attempts=attempts_used, max_retries=max_retries_)
     outcome = models.Outcome(end=end, started_at=now, ended_at=now, exit_code=1)
     t = retry.next_transition(job, outcome, config.Config(max_backoff=60.0), now)
     if end is models.AttemptEnd.SUCCEEDED:

@@ -23,7 +23,7 @@ def rng(seed: int) -> random.Random:
 # --- valid values of each field ---------------------------------------------------
 
 _ID_CHARS = st.characters(
-    min_codepoint=0x21, exclude_characters="\x7f", exclude_categories=("Cs",)
+    min_codepoint=0x21, exclude_characters="\x7f", exclude_categories=["Cs"]
 ).filter(lambda c: not c.isspace())
 ids = st.text(_ID_CHARS, min_size=1, max_size=spec.MAX_ID_LENGTH).filter(
     lambda s: not s.startswith("-") and spec._ID_RE.fullmatch(s) is not None

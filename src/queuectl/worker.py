@@ -34,6 +34,10 @@ STORE_RETRY = 1.0
 """Seconds a worker waits before trying again when the store is unavailable (disk full, I/O)."""
 
 
+class _WakeUp(Exception):
+    """Raised by a stop signal's handler to end the worker's idle sleep at once."""
+
+
 def new_worker_id() -> str:
     """A short random worker id."""
     return f"w-{secrets.token_hex(4)}"
@@ -68,6 +72,7 @@ class Worker:
         self._reregister = threading.Event()
         self._exiting = threading.Event()
         self._now_requested = False
+        self._sleeping = False  # the main thread is in its idle wait (see _on_signal)
         self._parent = os.getppid()
         self._signals = 0
 
@@ -89,6 +94,8 @@ class Worker:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
         self.request_stop("graceful" if self._signals == 1 else "now")
+        if self._sleeping:
+            raise _WakeUp  # end the idle sleep now; raised nowhere else, so no work is cut short
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
@@ -187,8 +194,14 @@ class Worker:
         for event in (db.next_run_at(self.queues), db.next_lease_expiry()):
             if event is not None:
                 timeout = min(timeout, (event - now).total_seconds() + EVENT_SLACK)
-        if timeout > 0:
-            db.wait_for_work(timeout)
+        if timeout > 0 and not self.stop.is_set():
+            self._sleeping = True
+            try:
+                db.wait_for_work(timeout)
+            except _WakeUp:
+                return
+            finally:
+                self._sleeping = False
         self._check_stop(db)
 
     def _process(self, db: store.Store, claim: models.Claim) -> None:

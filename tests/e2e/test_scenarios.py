@@ -251,3 +251,14 @@ def _idle_for_a_while(store: Store) -> bool:
     """The worker has finished its start-up sweep and sleeps on the wake-up socket."""
     workers = store.list_workers()
     return bool(workers) and all(w.job_id is None for w in workers)
+
+
+def test_sigterm_stops_an_idle_worker_at_once_even_with_a_long_poll_interval(
+    db_path: Path, store: Store
+):
+    api.set_config(store, "poll_interval", "3600")
+    with WorkerPool(db_path, 2) as pool:
+        wait_until(lambda: len(store.list_workers()) == 2, 10, "the workers to register")
+        wait_until(lambda: "started" in pool.log_text(), 10, "the workers to start")
+        assert pool.stop(timeout=20) == 0  # without the wake-up this would sleep for an hour
+    assert store.list_workers() == []

@@ -116,27 +116,29 @@ class Worker:
         """Register, then claim and run jobs until a stop request; always deregister."""
         db = store.open_store(self.db)
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        try:
-            self.cfg = config.from_stored(db.get_config())
-            db.register_worker(self.info)
-            log.info(
-                "worker %s: started (pid %d, queues: %s)",
-                self.id,
-                self.info.pid,
-                ", ".join(self.info.queues) or "all",
-            )
-            heartbeat.start()
-            with self._signal_handlers():
+        # The handlers stay until the worker has deregistered: a second signal arriving during
+        # the clean-up must not kill the process before its row is gone.
+        with self._signal_handlers():
+            try:
+                self.cfg = config.from_stored(db.get_config())
+                db.register_worker(self.info)
+                log.info(
+                    "worker %s: started (pid %d, queues: %s)",
+                    self.id,
+                    self.info.pid,
+                    ", ".join(self.info.queues) or "all",
+                )
+                heartbeat.start()
                 self._loop(db)
-        finally:
-            self.stop.set()
-            self._exiting.set()
-            if heartbeat.is_alive():
-                heartbeat.join()
-            with contextlib.suppress(errors.StoreUnavailable):
-                db.deregister_worker(self.id)  # else it is pruned once its heartbeat is stale
-            db.close()
-            log.info("worker %s: stopped", self.id)
+            finally:
+                self.stop.set()
+                self._exiting.set()
+                if heartbeat.is_alive():
+                    heartbeat.join()
+                with contextlib.suppress(errors.StoreUnavailable):
+                    db.deregister_worker(self.id)  # else pruned once its heartbeat is stale
+                db.close()
+                log.info("worker %s: stopped", self.id)
 
     def _loop(self, db: store.Store) -> None:
         next_maintenance = 0.0
@@ -151,6 +153,8 @@ class Worker:
                     next_maintenance = 0.0  # after a sleep, look for expired leases first
                     continue
                 self._process(db, claim)
+            except _WakeUp:
+                continue  # a stop signal ended the idle sleep; the loop condition sees it
             except errors.StoreUnavailable as exc:
                 log.error("worker %s: %s; trying again in %gs", self.id, exc, STORE_RETRY)
                 self.stop.wait(STORE_RETRY)
@@ -195,11 +199,9 @@ class Worker:
             if event is not None:
                 timeout = min(timeout, (event - now).total_seconds() + EVENT_SLACK)
         if timeout > 0 and not self.stop.is_set():
-            self._sleeping = True
+            self._sleeping = True  # a stop signal from here on raises _WakeUp (caught in _loop)
             try:
                 db.wait_for_work(timeout)
-            except _WakeUp:
-                return
             finally:
                 self._sleeping = False
         self._check_stop(db)

@@ -196,11 +196,12 @@ class SqliteStore:
             self._begin()
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                if self._db.in_transaction:  # SQLITE_FULL and friends may have rolled back already
+                # SQLITE_FULL may have rolled back already; a failed COMMIT may not have.
+                if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _begin(self) -> None:
         self._execute("BEGIN IMMEDIATE", {})

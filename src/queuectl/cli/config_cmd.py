@@ -11,7 +11,7 @@ from queuectl import api, config
 
 @click.group(name="config")
 def config_group() -> None:
-    """Read and change settings (they apply to running workers at once)."""
+    """Read and change settings (running workers pick them up within a second)."""
 
 
 @config_group.command()

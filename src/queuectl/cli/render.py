@@ -133,7 +133,7 @@ def status(snapshot: api.Status, as_json: bool) -> None:
             w.host,
             w.pid,
             f"{(snapshot.now - w.heartbeat_at).total_seconds():.1f}s ago",
-            w.job_id or "idle" + (f" (stopping: {w.stop})" if w.stop else ""),
+            (w.job_id or "idle") + (f" (stopping: {w.stop})" if w.stop else ""),
         ]
         for w in snapshot.workers
     ]
@@ -170,7 +170,7 @@ def job_detail(job: models.Job, attempts: Sequence[models.Attempt], as_json: boo
     if as_json:
         _print_json({**job_dict(job), "history": [attempt_dict(a) for a in attempts]})
         return
-    fields = [[key, ("" if value is None else str(value))] for key, value in job_dict(job).items()]
+    fields = [[key, value] for key, value in job_dict(job).items()]
     rows = [
         [
             a.number,
@@ -178,7 +178,7 @@ def job_detail(job: models.Job, attempts: Sequence[models.Attempt], as_json: boo
             _local(a.started_at),
             f"{a.duration:.3f}s",
             a.exit_code if a.signal is None else f"signal {a.signal}",
-            (f"{a.host or ''} {a.worker_id or ''} pid {a.pid or '-'}"),
+            f"{a.host or ''} {a.worker_id or ''} pid {a.pid or '-'}",
             a.error or "",
         ]
         for a in attempts

@@ -109,23 +109,6 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def _use_wal(db: sqlite3.Connection, deadline: float) -> None:
-    """Switch the file to WAL (a persistent setting) unless it is in WAL already.
-
-    Switching needs an exclusive lock, and SQLite answers "locked" at once rather than waiting
-    out busy_timeout when several processes open a fresh file together, so wait here.
-    """
-    while True:
-        try:
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.005)
-
-
 def _statements(script: str) -> Iterator[str]:
     """Split a migration script into complete statements."""
     buffer = ""
@@ -156,17 +139,20 @@ class SqliteStore:
         self.path = path
         try:
             _create_private(path)
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            # busy_timeout 0: every wait for the lock is ours (see _execute)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=0)
         except (OSError, sqlite3.Error) as exc:
             raise errors.StoreUnavailable(f"db: cannot open {path}: {exc}") from None
         self._db.row_factory = sqlite3.Row
         self._listener: wakeup.Listener | None = None
         self._durable = True
         try:
-            _use_wal(self._db, deadline=time.monotonic() + BUSY_TIMEOUT_MS / 1000)
+            # WAL is persistent; switching needs an exclusive lock, so several processes opening
+            # a fresh file at once wait for each other in _execute.
+            if self._execute("PRAGMA journal_mode", {}).fetchone()[0] != "wal":
+                self._execute("PRAGMA journal_mode = WAL", {})
             self._db.execute(_SYNCHRONOUS[True])
             self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA busy_timeout = 0")  # waits are ours: see _execute
         except sqlite3.OperationalError as exc:
             self._db.close()
             raise errors.StoreUnavailable(f"db: {path}: {exc}") from None
@@ -211,7 +197,8 @@ class SqliteStore:
 
         The connection's busy_timeout is 0: SQLite's own busy handler sleeps at least 1 ms per
         try, longer than most of our transactions, which cost two busy workers a quarter of their
-        throughput. Inside our own write transaction nothing waits (we hold the lock).
+        throughput (and some statements, like switching to WAL, never call it). Inside our own
+        write transaction nothing waits (we hold the lock).
         """
         deadline = None
         delay = 0.00005

@@ -18,7 +18,7 @@ from queuectl.store import Store
 
 
 def _new_id() -> str:
-    return os.urandom(8).hex()  # 64 random bits; `uuid` would cost the CLI 3 ms to import
+    return os.urandom(8).hex()  # 64 random bits
 
 
 def _resolve(

@@ -96,6 +96,7 @@ class Claim:
 
     job: Job
     worker_id: str
+    host: str
     claimed_at: datetime
 
 

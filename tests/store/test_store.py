@@ -394,6 +394,50 @@ def test_finish_with_a_stale_claim_changes_nothing(store):
     assert job(store, "j").state is models.JobState.COMPLETED
 
 
+def test_finish_and_claim_records_one_job_and_leases_the_next(store):
+    store.enqueue([new_job("a"), new_job("b", priority=5), new_job("c")])
+    first = must_claim(store)
+    assert first.job.id == "b"
+    out = outcome(pid=7)
+    t = retry.next_transition(first.job, out, CFG, store.now())
+    finished, following = store.finish_and_claim(first, out, t, None, LEASE)
+    assert finished
+    assert job(store, "b").state is models.JobState.COMPLETED
+    assert [a.pid for a in store.attempts("b")] == [7]
+    assert following is not None
+    assert following.job.id == "a"  # the same order as claim()
+    assert (following.worker_id, following.host) == (first.worker_id, first.host)
+    got = job(store, "a")
+    assert (got.state, got.worker_id, got.run_count) == (models.JobState.PROCESSING, "w1", 1)
+    assert got.lease_expires_at == following.claimed_at + timedelta(seconds=LEASE)
+
+
+def test_finish_and_claim_filters_by_queue_and_returns_none_when_empty(store):
+    store.enqueue([new_job("a", queue="q1"), new_job("b", queue="q2")])
+    first = must_claim(store, queues=["q1"])
+    out = outcome()
+    t = retry.next_transition(first.job, out, CFG, store.now())
+    finished, following = store.finish_and_claim(first, out, t, ["q1"], LEASE)
+    assert finished
+    assert following is None
+    assert job(store, "b").state is models.JobState.PENDING
+
+
+def test_finish_and_claim_with_a_lost_lease_still_claims(store):
+    store.enqueue([new_job("a"), new_job("b")])
+    first = must_claim(store, lease=0.001)
+    [expired] = wait_until(lambda: store.expired_claims(10), message="the lease to expire")
+    assert store.rescue(expired, *lost(expired, store))
+    out = outcome()
+    t = retry.next_transition(first.job, out, CFG, store.now())
+    finished, following = store.finish_and_claim(first, out, t, None, LEASE)
+    assert not finished
+    assert [a.end for a in store.attempts("a")] == [models.AttemptEnd.WORKER_LOST]
+    assert following is not None
+    assert following.job.id in {"a", "b"}
+    assert job(store, following.job.id).state is models.JobState.PROCESSING
+
+
 def test_shutdown_attempt_is_numbered_by_run_count(store):
     store.enqueue([new_job("j", max_retries=0)])
     first = must_claim(store)
@@ -437,7 +481,7 @@ def test_rescue_recovers_an_expired_lease(store):
     expired = wait_until(lambda: store.expired_claims(10), message="the lease to expire")
     assert [e.job.id for e in expired] == ["j"]
     [e] = expired
-    assert (e.worker_id, e.job.run_count, e.claimed_at) == ("w1", 1, c.claimed_at)
+    assert (e.worker_id, e.host, e.job.run_count, e.claimed_at) == ("w1", "host-1", 1, c.claimed_at)
     assert store.rescue(e, *lost(e, store))
     got = job(store, "j")
     assert got.state is models.JobState.FAILED

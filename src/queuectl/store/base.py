@@ -22,6 +22,18 @@ class Store(Protocol):
     def now(self) -> datetime:
         """The store's clock, which every stored time uses."""
 
+    def defer_upkeep(self) -> None:
+        """Keep this connection's writes fast: leave storage upkeep to `upkeep()` calls.
+
+        For a worker's claim-run-finish loop; its heartbeat thread calls `upkeep()`.
+        """
+
+    def upkeep(self) -> None:
+        """Do the storage upkeep deferred by `defer_upkeep()` connections; cheap when none is due.
+
+        SQLite: checkpoint the write-ahead log into the database file.
+        """
+
     # --- jobs: write path ----------------------------------------------------
     def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
         """Insert all jobs durably in one transaction, or none, then wake idle workers.
@@ -65,6 +77,20 @@ class Store(Protocol):
 
         Only while the claim still owns the job: returns False, changing nothing, when the lease
         was lost (the job was rescued).
+        """
+
+    def finish_and_claim(
+        self,
+        claim: models.Claim,
+        outcome: models.Outcome,
+        transition: models.Transition,
+        queues: Sequence[str] | None,
+        lease: float,
+    ) -> tuple[bool, models.Claim | None]:
+        """finish(), then claim() for the same worker and host, in one transaction.
+
+        A busy worker commits once a job instead of twice. Returns what finish() and claim()
+        would; the claim is made even when the finish changed nothing (its lease was lost).
         """
 
     def expired_claims(self, limit: int) -> list[models.Claim]:

@@ -24,6 +24,10 @@ _Q = {name: q.sql for name, q in sqlfile.load(__package__ or "queuectl.store.sql
 _SYNCHRONOUS = {True: "PRAGMA synchronous = FULL", False: "PRAGMA synchronous = NORMAL"}
 BUSY_TIMEOUT_MS = 60_000
 """How long a writer waits for the write lock before giving up."""
+RESTART_LOG_FRAMES = 1000
+"""Log length (pages) at which upkeep() starts the write-ahead log over (SQLite's default)."""
+DEFERRED_CHECKPOINT_FRAMES = 4 * RESTART_LOG_FRAMES
+"""Log length at which a defer_upkeep() connection checkpoints after all (upkeep fell behind)."""
 
 
 def _us(when: datetime) -> int:
@@ -258,6 +262,23 @@ class SqliteStore:
     def now(self) -> datetime:
         return _dt(self._now_us())
 
+    def defer_upkeep(self) -> None:
+        # A checkpoint copies the log into the file and syncs both: milliseconds, which the
+        # commit that crosses the threshold would otherwise pay (see docs/benchmarks.md). The
+        # higher threshold stays as a safety net, should upkeep() fall behind.
+        self._db.execute(f"PRAGMA wal_autocheckpoint = {DEFERRED_CHECKPOINT_FRAMES}")
+
+    def upkeep(self) -> None:
+        with _unavailable_on_error(self.path):
+            # PASSIVE copies what it can without blocking writers. Under constant writes it
+            # never catches up with the log's end, so the log would never start over; once it
+            # is long, RESTART finishes the (now short) copy in a moment when no writer is
+            # active, so that the next commit starts the log from the beginning. Neither waits:
+            # a checkpoint waiting for a writer would hold off the writers' own checkpoints.
+            _, frames, _ = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames >= RESTART_LOG_FRAMES:
+                self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+
     # --- jobs: write path --------------------------------------------------------
     def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
         now = self._now_us()
@@ -298,19 +319,24 @@ class SqliteStore:
     def claim(
         self, worker_id: str, host: str, queues: Sequence[str] | None, lease: float
     ) -> models.Claim | None:
-        now = self._now_us()
         with self._write(durable=False):
-            row = self._one(
-                "claim_job",
-                worker_id=worker_id,
-                host=host,
-                now=now,
-                lease_expires_at=now + int(lease * 1_000_000),
-                queues=_json_list(queues),
-            )
+            return self._claim(worker_id, host, queues, lease)
+
+    def _claim(
+        self, worker_id: str, host: str, queues: Sequence[str] | None, lease: float
+    ) -> models.Claim | None:
+        now = self._now_us()
+        row = self._one(
+            "claim_job",
+            worker_id=worker_id,
+            host=host,
+            now=now,
+            lease_expires_at=now + int(lease * 1_000_000),
+            queues=_json_list(queues),
+        )
         if row is None:
             return None
-        return models.Claim(job=_job(row), worker_id=worker_id, claimed_at=_dt(now))
+        return models.Claim(job=_job(row), worker_id=worker_id, host=host, claimed_at=_dt(now))
 
     def next_run_at(self, queues: Sequence[str] | None) -> datetime | None:
         row = self._one("select_next_run_at", queues=_json_list(queues))
@@ -353,52 +379,74 @@ class SqliteStore:
     def finish(
         self, claim: models.Claim, outcome: models.Outcome, transition: models.Transition
     ) -> bool:
-        return self._apply(claim, outcome, transition, expired_before=None)
+        with self._write(durable=False):
+            finished = self._record(claim, outcome, transition, expired_before=None)
+        self._wake_after(finished, transition)
+        return finished
 
-    def _apply(
+    def finish_and_claim(
+        self,
+        claim: models.Claim,
+        outcome: models.Outcome,
+        transition: models.Transition,
+        queues: Sequence[str] | None,
+        lease: float,
+    ) -> tuple[bool, models.Claim | None]:
+        with self._write(durable=False):
+            finished = self._record(claim, outcome, transition, expired_before=None)
+            following = self._claim(claim.worker_id, claim.host, queues, lease)
+        self._wake_after(finished, transition)
+        return finished, following
+
+    def _record(
         self,
         claim: models.Claim,
         outcome: models.Outcome,
         transition: models.Transition,
         expired_before: int | None,
     ) -> bool:
-        now = self._now_us()
+        """Record the attempt and apply the transition, inside the caller's transaction."""
         key = self._claim_key(claim)
-        with self._write(durable=False):
-            inserted = self._run(
-                "insert_attempt",
-                pid=outcome.pid,
-                started_at=_us(outcome.started_at),
-                ended_at=_us(outcome.ended_at),
-                exit_code=outcome.exit_code,
-                signal=outcome.signal,
-                outcome=outcome.end.value,
-                error=outcome.error,
-                stdout=outcome.stdout,
-                stderr=outcome.stderr,
-                expired_before=expired_before,
-                **key,
-            )
-            if inserted != 1:
-                return False
-            self._run(
-                "finish_job",
-                state=transition.state.value,
-                attempts=transition.attempts,
-                run_at=None if transition.run_at is None else _us(transition.run_at),
-                last_error=transition.last_error,
-                now=now,
-                **key,
-            )
-        if transition.state in (models.JobState.PENDING, models.JobState.FAILED):
-            self._wake(self._all("select_wake_addrs"))
+        inserted = self._run(
+            "insert_attempt",
+            pid=outcome.pid,
+            started_at=_us(outcome.started_at),
+            ended_at=_us(outcome.ended_at),
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            outcome=outcome.end.value,
+            error=outcome.error,
+            stdout=outcome.stdout,
+            stderr=outcome.stderr,
+            expired_before=expired_before,
+            **key,
+        )
+        if inserted != 1:
+            return False
+        self._run(
+            "finish_job",
+            state=transition.state.value,
+            attempts=transition.attempts,
+            run_at=None if transition.run_at is None else _us(transition.run_at),
+            last_error=transition.last_error,
+            now=self._now_us(),
+            **key,
+        )
         return True
+
+    def _wake_after(self, changed: bool, transition: models.Transition) -> None:
+        """A job that went back to waiting may be due now: tell idle workers."""
+        if changed and transition.state in (models.JobState.PENDING, models.JobState.FAILED):
+            self._wake(self._all("select_wake_addrs"))
 
     def expired_claims(self, limit: int) -> list[models.Claim]:
         rows = self._all("select_expired_claims", now=self._now_us(), limit=limit)
         return [
             models.Claim(
-                job=_job(row), worker_id=row["worker_id"], claimed_at=_dt(row["claimed_at"])
+                job=_job(row),
+                worker_id=row["worker_id"],
+                host=row["worker_host"],
+                claimed_at=_dt(row["claimed_at"]),
             )
             for row in rows
         ]
@@ -406,7 +454,10 @@ class SqliteStore:
     def rescue(
         self, claim: models.Claim, outcome: models.Outcome, transition: models.Transition
     ) -> bool:
-        return self._apply(claim, outcome, transition, expired_before=self._now_us())
+        with self._write(durable=False):
+            rescued = self._record(claim, outcome, transition, expired_before=self._now_us())
+        self._wake_after(rescued, transition)
+        return rescued
 
     def wait_for_work(self, timeout: float) -> None:
         if self._listener is None:

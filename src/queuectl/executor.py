@@ -67,7 +67,8 @@ class _Run:
     stop_reason: models.AttemptEnd | None = None
     term_sent_at: float | None = None
     killed: bool = False
-    selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
+    # poll(2), not epoll: three fds, and no kernel object to create, fill and close per job
+    selector: selectors.BaseSelector = field(default_factory=selectors.PollSelector)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -75,11 +76,15 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _start(command: str, cwd: str | None, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+def _start(
+    command: str, cwd: str | None, env: Mapping[str, str], inherit: Mapping[bytes, bytes] | None
+) -> subprocess.Popen[bytes]:
+    # In bytes: Popen would encode every variable of a str environment again for each job.
+    base = os.environb if inherit is None else inherit
     return subprocess.Popen(
         ["/bin/sh", "-c", command],
         cwd=cwd,
-        env={**os.environ, **env},
+        env={**base, **{os.fsencode(k): os.fsencode(v) for k, v in env.items()}},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -167,6 +172,7 @@ def run(
     timeout: float | None = None,
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
+    inherit: Mapping[bytes, bytes] | None = None,
     output_limit: int = 1024 * 1024,
     abort: threading.Event | None = None,
     kill_grace: float = KILL_GRACE,
@@ -177,14 +183,16 @@ def run(
         command: the shell command.
         timeout: seconds before the process group is stopped (TERM, then KILL); None for none.
         cwd: working directory.
-        env: variables added to this process's environment.
+        env: variables added to the inherited environment.
+        inherit: the environment the command starts from (default: this process's); a caller
+            starting many commands passes a snapshot once taken, `dict(os.environb)`.
         output_limit: bytes of stdout and of stderr kept (the last ones).
         abort: when set, the process group is stopped and the outcome is SHUTDOWN.
         kill_grace: seconds between TERM and KILL.
     """
     started = datetime.now(UTC)
     try:
-        proc = _start(command, cwd, env or {})
+        proc = _start(command, cwd, env or {}, inherit)
     except OSError as exc:
         return models.Outcome(
             end=models.AttemptEnd.NOT_FOUND,

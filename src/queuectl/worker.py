@@ -74,6 +74,7 @@ class Worker:
         self._now_requested = False
         self._sleeping = False  # the main thread is in its idle wait (see _on_signal)
         self._parent = os.getppid()
+        self._environment = dict(os.environb)  # what every job inherits (decoded once)
         self._signals = 0
 
     @property
@@ -115,6 +116,7 @@ class Worker:
     def run(self) -> None:
         """Register, then claim and run jobs until a stop request; always deregister."""
         db = store.open_store(self.db)
+        db.defer_upkeep()  # the heartbeat thread does it, off the claim-run-finish path
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         # The handlers stay until the worker has deregistered: a second signal arriving during
         # the clean-up must not kill the process before its row is gone.
@@ -142,17 +144,20 @@ class Worker:
 
     def _loop(self, db: store.Store) -> None:
         next_maintenance = 0.0
-        while not self.stop.is_set():
+        claim: models.Claim | None = None  # claimed as the previous job finished; runs next
+        while claim is not None or not self.stop.is_set():
             try:
-                if time.monotonic() >= next_maintenance:
-                    self._maintain(db)
-                    next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
-                claim = db.claim(self.id, self.info.host, self.queues, self.cfg.lease)
                 if claim is None:
-                    self._idle(db)
-                    next_maintenance = 0.0  # after a sleep, look for expired leases first
-                    continue
-                self._process(db, claim)
+                    if time.monotonic() >= next_maintenance:
+                        self._maintain(db)
+                        next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
+                    claim = db.claim(self.id, self.info.host, self.queues, self.cfg.lease)
+                    if claim is None:
+                        self._idle(db)
+                        next_maintenance = 0.0  # after a sleep, look for expired leases first
+                        continue
+                current, claim = claim, None
+                claim = self._process(db, current, next_maintenance)
             except _WakeUp:
                 continue  # a stop signal ended the idle sleep; the loop condition sees it
             except errors.StoreUnavailable as exc:
@@ -206,13 +211,20 @@ class Worker:
                 self._sleeping = False
         self._check_stop(db)
 
-    def _process(self, db: store.Store, claim: models.Claim) -> None:
+    def _process(
+        self, db: store.Store, claim: models.Claim, next_maintenance: float
+    ) -> models.Claim | None:
+        """Run a claimed job and record its attempt; return the next job, claimed meanwhile.
+
+        The next job is claimed in the transaction that records this one, unless a stop was
+        asked for or the maintenance is due (the loop claims after it).
+        """
         job = claim.job
         with self._lock:
             self._current = claim
         if not self._now_requested:
             self.job_abort.clear()  # an abort for an earlier job's lost lease is spent
-        log.info(
+        log.debug(
             "job %s attempt %d: started on %s: %s", job.id, job.run_count, self.id, job.command
         )
         outcome = executor.run(
@@ -225,21 +237,24 @@ class Worker:
                 "QUEUECTL_ATTEMPT": str(job.run_count),
                 "QUEUECTL_WORKER_ID": self.id,
             },
+            inherit=self._environment,
             output_limit=self.cfg.output_limit,
             abort=self.job_abort,
         )
         transition = retry.next_transition(job, outcome, self.cfg, db.now())
+        claim_next = not self.stop.is_set() and time.monotonic() < next_maintenance
+        following: models.Claim | None = None
         try:
-            finished = self._finish(db, claim, outcome, transition)
+            finished, following = self._finish(db, claim, outcome, transition, claim_next)
         finally:
             with self._lock:
-                self._current = None
+                self._current = following  # the heartbeat keeps its lease from now on
         if finished:
             log.info(
                 "job %s attempt %d: %s in %.3fs -> %s",
                 job.id,
                 job.run_count,
-                outcome.end,
+                outcome.end.value,
                 (outcome.ended_at - outcome.started_at).total_seconds(),
                 describe(job, transition),
             )
@@ -249,6 +264,7 @@ class Worker:
                 job.id,
                 job.run_count,
             )
+        return following
 
     def _finish(
         self,
@@ -256,15 +272,20 @@ class Worker:
         claim: models.Claim,
         outcome: models.Outcome,
         transition: models.Transition,
-    ) -> bool:
-        """Record the attempt, retrying while the store is unavailable and the lease may hold.
+        claim_next: bool,
+    ) -> tuple[bool, models.Claim | None]:
+        """Record the attempt (and claim the next job), retrying while the store is unavailable.
 
         The heartbeat keeps the lease alive meanwhile; once it is lost, another worker recovers
         the job (it runs again: at least once).
         """
         while True:
             try:
-                return db.finish(claim, outcome, transition)
+                if claim_next:
+                    return db.finish_and_claim(
+                        claim, outcome, transition, self.queues, self.cfg.lease
+                    )
+                return db.finish(claim, outcome, transition), None
             except errors.StoreUnavailable as exc:
                 if self.job_abort.is_set():
                     raise
@@ -280,6 +301,7 @@ class Worker:
                 if os.getppid() != self._parent:
                     self.request_stop("graceful")  # the supervisor is gone
                 try:
+                    db.upkeep()
                     if time.monotonic() >= next_beat:
                         self._beat(db)
                         next_beat = time.monotonic() + self.cfg.lease / 3

@@ -12,6 +12,11 @@ from queuectl import api
 
 
 def _log_to_stderr() -> None:
+    # A worker logs a line per job: skip the record fields the format does not show (the
+    # logging HOWTO's "Optimization" section). Caller lookup alone walks the stack each time.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(process)d %(message)s",

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from queuectl import errors
+from queuectl import api, errors
+from queuectl.models import JobSpec
 from queuectl.store import migrate, open_store, sqlfile
 from queuectl.store.sqlite.store import SqliteStore
 
 SQLITE = "queuectl.store.sqlite"
 TABLES = {"queuectl_jobs", "queuectl_attempts", "queuectl_workers", "queuectl_config"}
+KNOWN = [(m.version, m.name) for m in migrate.discover(SQLITE)]
 
 
 def versions(path: Path) -> list[tuple[int, str, int]]:
@@ -44,8 +46,8 @@ def test_open_creates_a_private_migrated_file(tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
         assert tables(path) >= TABLES
-        [(version, name, _)] = versions(path)
-        assert (version, name) == (1, "initial")
+        assert [(v, n) for v, n, _ in versions(path)] == KNOWN
+        assert KNOWN[:2] == [(1, "initial"), (2, "problem_index")]
     finally:
         store.close()
 
@@ -76,38 +78,69 @@ def test_a_second_migrate_is_a_no_op(store, db_path):
     assert store.get_config() == {"lease": "9"}
 
 
+def indexes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    db.close()
+    return {str(name) for (name,) in rows}
+
+
 def test_pending_migrations_are_applied_in_one_go(store, db_path, monkeypatch):
     real = migrate.discover(SQLITE)
+    last = real[-1].version
     extra = [
-        migrate.Migration(2, "add_notes", "-- notes\nCREATE TABLE notes (x INTEGER);\n"),
+        migrate.Migration(last + 1, "add_notes", "-- notes\nCREATE TABLE notes (x INTEGER);\n"),
         migrate.Migration(
-            3, "fill_notes", "INSERT INTO notes VALUES (1);\nINSERT INTO notes VALUES (2);\n"
+            last + 2, "fill_notes", "INSERT INTO notes VALUES (1);\nINSERT INTO notes VALUES (2);\n"
         ),
     ]
     monkeypatch.setattr(migrate, "discover", lambda package: [*real, *extra])
     store.migrate()
     assert [(v, n) for v, n, _ in versions(db_path)] == [
-        (1, "initial"),
-        (2, "add_notes"),
-        (3, "fill_notes"),
+        *KNOWN,
+        (last + 1, "add_notes"),
+        (last + 2, "fill_notes"),
     ]
     with sqlite3.connect(db_path) as db:
         assert db.execute("SELECT count(*) FROM notes").fetchone() == (2,)
     db.close()
     store.migrate()  # nothing pending now
-    assert len(versions(db_path)) == 3
+    assert len(versions(db_path)) == len(KNOWN) + 2
+
+
+def test_a_version_1_file_is_upgraded_with_its_jobs(tmp_path, monkeypatch):
+    path = tmp_path / "old.db"
+    real = migrate.discover(SQLITE)
+    monkeypatch.setattr(migrate, "discover", lambda package: real[:1])
+    old = open_store(path)
+    api.enqueue(old, [JobSpec(id="kept", command="true")])
+    old.close()
+    assert "queuectl_jobs_state" in indexes(path)
+    monkeypatch.setattr(migrate, "discover", lambda package: real)
+    new = open_store(path)
+    try:
+        assert [(v, n) for v, n, _ in versions(path)] == KNOWN
+        assert "queuectl_jobs_state" not in indexes(path)
+        assert "queuectl_jobs_problems" in indexes(path)
+        job = new.get_job("kept")
+        assert job is not None
+        assert job.command == "true"
+    finally:
+        new.close()
 
 
 def test_a_failing_migration_leaves_nothing_behind(store, db_path, monkeypatch):
     real = migrate.discover(SQLITE)
     broken = migrate.Migration(
-        2, "broken", "CREATE TABLE half (x INTEGER);\nINSERT INTO no_such_table VALUES (1);\n"
+        real[-1].version + 1,
+        "broken",
+        "CREATE TABLE half (x INTEGER);\nINSERT INTO no_such_table VALUES (1);\n",
     )
     monkeypatch.setattr(migrate, "discover", lambda package: [*real, broken])
     with pytest.raises((errors.StoreUnavailable, sqlite3.OperationalError)):
         store.migrate()
     assert "half" not in tables(db_path)
-    assert [v for v, _, _ in versions(db_path)] == [1]
+    assert [(v, n) for v, n, _ in versions(db_path)] == KNOWN
 
 
 def _open_and_migrate(path: str, barrier: multiprocessing.synchronize.Barrier) -> None:
@@ -132,8 +165,7 @@ def test_four_processes_open_a_fresh_file_at_once(tmp_path, round_):
     for p in procs:
         p.join(timeout=90)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    [(version, _, _)] = versions(path)
-    assert version == 1
+    assert [(v, n) for v, n, _ in versions(path)] == KNOWN
     assert tables(path) >= TABLES
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
@@ -153,7 +185,7 @@ def test_many_connections_open_fresh_files_at_once(tmp_path):
             futures = [pool.submit(run) for _ in range(4)]
             for f in futures:
                 f.result(timeout=60)
-        assert len(versions(path)) == 1
+        assert len(versions(path)) == len(KNOWN)
 
 
 def test_every_query_compiles_against_the_schema(store, db_path):

@@ -17,8 +17,10 @@ EXPECTED = {
     "select_next_lease_expiry": "queuectl_jobs_leased",
     "select_expired_claims": "queuectl_jobs_leased",
     "select_job": "sqlite_autoindex_queuectl_jobs_1",
-    "finish_job": "sqlite_autoindex_queuectl_jobs_1",
-    "insert_attempt": "sqlite_autoindex_queuectl_jobs_1",
+    "finish_job": "INTEGER PRIMARY KEY",
+    "insert_attempt": "INTEGER PRIMARY KEY",
+    "extend_lease": "INTEGER PRIMARY KEY",
+    "list_problem_jobs": "queuectl_jobs_problems",
 }
 
 

@@ -380,7 +380,7 @@ def test_finish_with_a_stale_claim_changes_nothing(store):
     before = job(store, "j")
     stale_run = replace(c, job=replace(c.job, run_count=c.job.run_count + 1))
     stale_worker = replace(c, worker_id="impostor")
-    wrong_job = replace(c, job=replace(c.job, id="other"))
+    wrong_job = replace(c, job=replace(c.job, seq=c.job.seq + 1))
     for stale in (stale_run, stale_worker, wrong_job):
         ok, _ = finish(store, stale)
         assert not ok
@@ -674,6 +674,34 @@ def test_list_jobs_newest_first_with_filters(store):
     )
     assert all(j.queue == "even" and j.state is models.JobState.PENDING for j in pending_even)
     assert c.job.id not in [j.id for j in pending_even]
+
+
+@pytest.mark.parametrize("state", list(models.JobState))
+def test_list_jobs_by_state_is_newest_first_with_queue_and_limit(store, state):
+    """Each state is listed by its own query (problem index, lease index, or a walk back)."""
+    ids = [f"j{i}" for i in range(12)]
+    retries = 0 if state is models.JobState.DEAD else 1
+    store.enqueue(
+        [new_job(i, queue="a" if n % 3 else "b", max_retries=retries) for n, i in enumerate(ids)]
+    )
+    ends = {
+        models.JobState.COMPLETED: models.AttemptEnd.SUCCEEDED,
+        models.JobState.FAILED: models.AttemptEnd.FAILED,
+        models.JobState.DEAD: models.AttemptEnd.FAILED,
+    }
+    # Every job but the last two moves on: claimed, then finished (or left running).
+    for _ in range(len(ids) - 2):
+        c = must_claim(store)
+        if state in ends:
+            ok, _ = finish(store, c, ends[state])
+            assert ok
+    matching = [j for j in reversed(ids) if job(store, j).state is state]
+    assert len(matching) >= 2, "the setup made too few jobs of this state"
+    listed = store.list_jobs(models.JobFilter(state=state), 100)
+    assert [j.id for j in listed] == matching
+    assert [j.id for j in store.list_jobs(models.JobFilter(state=state), 3)] == matching[:3]
+    in_b = store.list_jobs(models.JobFilter(state=state, queue="b"), 100)
+    assert [j.id for j in in_b] == [j for j in matching if job(store, j).queue == "b"]
 
 
 def test_api_list_jobs_checks_its_arguments(store):

@@ -64,7 +64,7 @@ SELECT min(lease_expires_at) AS lease_expires_at
 -- Push a claim's lease forward; 0 rows means the claim no longer owns the job.
 UPDATE queuectl_jobs
    SET lease_expires_at = :lease_expires_at
- WHERE id = :job_id
+ WHERE seq = :seq
    AND state = 'processing'
    AND worker_id = :worker_id
    AND run_count = :run_count;
@@ -89,7 +89,7 @@ INSERT INTO queuectl_attempts (
 SELECT seq, run_count, worker_id, worker_host, :pid, :started_at, :ended_at,
        :exit_code, :signal, :outcome, :error, :stdout, :stderr
   FROM queuectl_jobs
- WHERE id = :job_id
+ WHERE seq = :seq
    AND state = 'processing'
    AND worker_id = :worker_id
    AND run_count = :run_count
@@ -107,7 +107,7 @@ UPDATE queuectl_jobs
        claimed_at       = NULL,
        lease_expires_at = NULL,
        updated_at       = :now
- WHERE id = :job_id
+ WHERE seq = :seq
    AND state = 'processing'
    AND worker_id = :worker_id
    AND run_count = :run_count;
@@ -133,10 +133,30 @@ UPDATE queuectl_jobs
 SELECT * FROM queuectl_jobs WHERE id = :job_id;
 
 -- name: list_jobs :many
--- Jobs newest first, optionally of one state and one queue.
+-- Jobs newest first, optionally of one state and one queue: a walk back from the newest job,
+-- for any state but those below (pending and completed jobs are mostly the newest).
 SELECT *
   FROM queuectl_jobs
  WHERE (:state IS NULL OR state = :state)
+   AND (:queue IS NULL OR queue = :queue)
+ ORDER BY seq DESC
+ LIMIT :limit;
+
+-- name: list_problem_jobs :many
+-- Failed or dead jobs (:state), newest first: few among many, so from their own index.
+SELECT *
+  FROM queuectl_jobs INDEXED BY queuectl_jobs_problems
+ WHERE state IN ('failed', 'dead')
+   AND state = :state
+   AND (:queue IS NULL OR queue = :queue)
+ ORDER BY seq DESC
+ LIMIT :limit;
+
+-- name: list_processing_jobs :many
+-- Jobs being run, newest first: from the lease index (one entry a busy worker).
+SELECT *
+  FROM queuectl_jobs INDEXED BY queuectl_jobs_leased
+ WHERE state = 'processing'
    AND (:queue IS NULL OR queue = :queue)
  ORDER BY seq DESC
  LIMIT :limit;

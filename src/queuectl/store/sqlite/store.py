@@ -371,7 +371,7 @@ class SqliteStore:
     @staticmethod
     def _claim_key(claim: models.Claim) -> dict[str, Any]:
         return {
-            "job_id": claim.job.id,
+            "seq": claim.job.seq,
             "worker_id": claim.worker_id,
             "run_count": claim.job.run_count,
         }
@@ -472,7 +472,12 @@ class SqliteStore:
 
     def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
         state = None if where.state is None else where.state.value
-        rows = self._all("list_jobs", state=state, queue=where.queue, limit=limit)
+        if where.state in (models.JobState.FAILED, models.JobState.DEAD):
+            rows = self._all("list_problem_jobs", state=state, queue=where.queue, limit=limit)
+        elif where.state is models.JobState.PROCESSING:
+            rows = self._all("list_processing_jobs", queue=where.queue, limit=limit)
+        else:
+            rows = self._all("list_jobs", state=state, queue=where.queue, limit=limit)
         return [_job(row) for row in rows]
 
     def attempts(self, job_id: str) -> list[models.Attempt]:

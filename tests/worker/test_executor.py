@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
+
+import pytest
 
 from queuectl import executor
 from queuectl.models import AttemptEnd
@@ -55,6 +60,55 @@ def test_runs_in_its_own_session():
     outcome = executor.run("exec python3 -c 'import os; print(os.getsid(0))'")
     assert int(outcome.stdout) == outcome.pid
     assert os.getsid(0) != outcome.pid
+
+
+CWDS = pytest.mark.parametrize("cwd", [None, "/"], ids=["posix_spawn", "popen_for_cwd"])
+
+
+@CWDS
+def test_the_command_gets_only_stdin_stdout_and_stderr(cwd: str | None):
+    # A worker started from a careless shell inherits open descriptors; none may reach a job.
+    code = (
+        "import sys; from queuectl import executor\n"
+        "out = executor.run('ls /proc/$$/fd; readlink /proc/$$/fd/0', cwd=sys.argv[1] or None)\n"
+        "print(out.stdout.decode())\n"
+    )
+    leaked, other_end = os.pipe()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, cwd or ""],
+            pass_fds=(leaked,),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        os.close(leaked)
+        os.close(other_end)
+    *fds, stdin = done.stdout.split()
+    assert sorted(fds) == ["0", "1", "2"]
+    assert stdin == "/dev/null"
+
+
+@CWDS
+def test_sigpipe_is_at_its_default_in_the_command(cwd: str | None):
+    # Python ignores SIGPIPE; were that inherited, `yes` would complain of a broken pipe.
+    outcome = executor.run("yes | head -n 1", cwd=cwd)
+    assert outcome.end is AttemptEnd.SUCCEEDED
+    assert (outcome.stdout, outcome.stderr) == (b"y\n", b"")
+
+
+@CWDS
+def test_exit_by_signal_is_reported_as_the_signal(cwd: str | None):
+    outcome = executor.run("kill -USR1 $$", cwd=cwd)
+    assert outcome.end is AttemptEnd.FAILED
+    assert (outcome.exit_code, outcome.signal) == (None, signal.SIGUSR1)
+
+
+def test_a_nul_byte_cannot_start_and_says_why():
+    outcome = executor.run("echo a\x00b")
+    assert outcome.end is AttemptEnd.NOT_FOUND
+    assert outcome.error == "could not start: embedded null byte"
 
 
 def test_timeout_kills_the_command_and_its_children(tmp_path: Path):

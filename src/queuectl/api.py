@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from queuectl import config, errors, models, spec
+from queuectl.record import record
 from queuectl.store import Store
 
 
@@ -71,7 +71,7 @@ def enqueue(
     return [job.id for job in jobs]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Status:
     """A snapshot of the queue: job counts and workers."""
 
@@ -156,7 +156,7 @@ def set_config(store: Store, key: str, value: str) -> tuple[str, int | float]:
     return name, parsed
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StopResult:
     """What `worker stop` achieved."""
 

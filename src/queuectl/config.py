@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
 
 from queuectl import errors
+from queuectl.record import field_names, record
 
 MAX_RETRIES = 3
 """Retries after the first attempt; a job runs at most max_retries + 1 times."""
@@ -91,7 +91,7 @@ def _size(text: str, key: str) -> int:
     return size
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Config:
     """Checked configuration. Field names are the canonical key names."""
 
@@ -115,7 +115,7 @@ PARSERS: dict[str, Callable[[str, str], float | int]] = {
     "output_limit": _size,
     "lease": _between(1.0, 86400.0),
 }
-KEYS = tuple(f.name for f in fields(Config))
+KEYS = field_names(Config)
 
 
 def canonical_key(key: str) -> str:

@@ -1,13 +1,14 @@
 """The domain's value types: job states, specs, jobs, attempts, claims, workers.
 
-Plain frozen dataclasses and string enums, shared by every layer. Nothing here does I/O.
+Frozen value records (queuectl.record) and string enums, shared by every layer. No I/O here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+
+from queuectl.record import field, record
 
 
 class JobState(StrEnum):
@@ -31,7 +32,7 @@ class AttemptEnd(StrEnum):
     SHUTDOWN = "shutdown"  # `worker stop --now` interrupted it; not counted against retries
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class JobSpec:
     """A validated request to enqueue one job. None means "use the configured default"."""
 
@@ -47,7 +48,7 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class NewJob:
     """A job ready to insert: every default resolved, times absolute."""
 
@@ -62,7 +63,7 @@ class NewJob:
     env: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Job:
     """A job as stored.
 
@@ -90,7 +91,7 @@ class Job:
     last_error: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Claim:
     """A job leased to one worker. (job.id, worker_id, job.run_count) identifies the lease."""
 
@@ -100,7 +101,7 @@ class Claim:
     claimed_at: datetime
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Outcome:
     """What running a command produced."""
 
@@ -115,7 +116,7 @@ class Outcome:
     stderr: bytes = b""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Attempt:
     """One recorded attempt of a job."""
 
@@ -139,7 +140,7 @@ class Attempt:
         return (self.ended_at - self.started_at).total_seconds()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Transition:
     """The state a job moves to after an attempt, decided by retry.next_transition."""
 
@@ -149,7 +150,7 @@ class Transition:
     last_error: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class WorkerInfo:
     """A registered worker process."""
 
@@ -163,7 +164,7 @@ class WorkerInfo:
     stop: str | None = None  # None, "graceful" or "now"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class HeartbeatReply:
     """What a heartbeat learnt: a stop request, and whether the claim still holds."""
 
@@ -171,7 +172,7 @@ class HeartbeatReply:
     lease_held: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class JobFilter:
     """Which jobs `list` shows. None means any."""
 
@@ -179,7 +180,7 @@ class JobFilter:
     queue: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Counts:
     """Job counts per queue and state."""
 

@@ -89,9 +89,13 @@ def test_pending_migrations_are_applied_in_one_go(store, db_path, monkeypatch):
     real = migrate.discover(SQLITE)
     last = real[-1].version
     extra = [
-        migrate.Migration(last + 1, "add_notes", "-- notes\nCREATE TABLE notes (x INTEGER);\n"),
         migrate.Migration(
-            last + 2, "fill_notes", "INSERT INTO notes VALUES (1);\nINSERT INTO notes VALUES (2);\n"
+            version=last + 1, name="add_notes", sql="-- notes\nCREATE TABLE notes (x INTEGER);\n"
+        ),
+        migrate.Migration(
+            version=last + 2,
+            name="fill_notes",
+            sql="INSERT INTO notes VALUES (1);\nINSERT INTO notes VALUES (2);\n",
         ),
     ]
     monkeypatch.setattr(migrate, "discover", lambda package: [*real, *extra])
@@ -132,9 +136,9 @@ def test_a_version_1_file_is_upgraded_with_its_jobs(tmp_path, monkeypatch):
 def test_a_failing_migration_leaves_nothing_behind(store, db_path, monkeypatch):
     real = migrate.discover(SQLITE)
     broken = migrate.Migration(
-        real[-1].version + 1,
-        "broken",
-        "CREATE TABLE half (x INTEGER);\nINSERT INTO no_such_table VALUES (1);\n",
+        version=real[-1].version + 1,
+        name="broken",
+        sql="CREATE TABLE half (x INTEGER);\nINSERT INTO no_such_table VALUES (1);\n",
     )
     monkeypatch.setattr(migrate, "discover", lambda package: [*real, broken])
     with pytest.raises((errors.StoreUnavailable, sqlite3.OperationalError)):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from queuectl import api, config, errors, models, retry
+from queuectl.record import replace
 from queuectl.store import Store, open_store
 from tests.helpers import wait_until
 

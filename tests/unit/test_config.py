@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
-from queuectl import config, errors
+from queuectl import config, errors, record
 
 
 def test_defaults():
@@ -24,7 +22,7 @@ def test_defaults():
 
 def test_every_config_field_has_a_parser():
     assert set(config.KEYS) == set(config.PARSERS)
-    assert tuple(f.name for f in dataclasses.fields(config.Config)) == config.KEYS
+    assert record.field_names(config.Config) == config.KEYS
 
 
 @pytest.mark.parametrize(

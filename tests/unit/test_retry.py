@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from queuectl import config, models, retry
+from queuectl.record import replace
 
 NOW = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)
 CFG = config.Config(backoff_base=2.0, max_backoff=3600.0, backoff_jitter=0.0)

@@ -146,9 +146,9 @@ def test_discover_finds_the_initial_migration():
 
 
 def test_pending_lists_what_is_not_applied_in_order():
-    m1 = migrate.Migration(1, "initial", "")
-    m2 = migrate.Migration(2, "more", "")
-    m3 = migrate.Migration(3, "most", "")
+    m1 = migrate.Migration(version=1, name="initial", sql="")
+    m2 = migrate.Migration(version=2, name="more", sql="")
+    m3 = migrate.Migration(version=3, name="most", sql="")
     assert migrate.pending([m1, m2, m3], []) == [m1, m2, m3]
     assert migrate.pending([m1, m2, m3], [1]) == [m2, m3]
     assert migrate.pending([m1, m2, m3], [1, 3]) == [m2]

@@ -10,18 +10,18 @@ import contextlib
 import importlib
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import click
 
 from queuectl import __version__, errors, paths
+from queuectl.record import record
 
 if TYPE_CHECKING:
     from queuectl.store import Store
 
 
-@dataclass
+@record
 class Context:
     """What every command needs: where the store is."""
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from queuectl.record import record
 from queuectl.store.sqlfile import package_dir
 
 _NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Migration:
     """One schema change."""
 
@@ -30,7 +30,11 @@ def discover(package: str) -> list[Migration]:
         match = _NAME.match(entry.name)
         if match:
             found.append(
-                Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8"))
+                Migration(
+                    version=int(match.group(1)),
+                    name=match.group(2),
+                    sql=entry.read_text(encoding="utf-8"),
+                )
             )
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]

@@ -6,14 +6,15 @@ A block starts with `-- name: <name> :<kind>`, then one comment line of contract
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
+
+from queuectl.record import record
 
 _HEADER = re.compile(r"^-- name: (\w+) :(one|many|exec|rowcount)\s*$", re.MULTILINE)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Query:
     """One named statement and the shape of its result."""
 

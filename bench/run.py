@@ -10,6 +10,7 @@ Results print as a table and are written as JSON (bench/results/latest.json by d
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+import queuectl
 from queuectl import api, retry
 from queuectl import config as qconfig
 from queuectl.models import AttemptEnd, JobSpec, JobState, NewJob, Outcome
@@ -252,6 +254,9 @@ def _median_run(args: list[str], runs: int) -> float:
 
 def bench_enqueue(tmp: Path, sizes: Sizes) -> Result:
     result = Result("enqueue")
+    # pip compiles an installed package's bytecode; an editable checkout run with
+    # PYTHONDONTWRITEBYTECODE (as here) would compile every module again on every call.
+    compileall.compile_dir(Path(queuectl.__file__).parent, quiet=1)
     db = _fresh_db(tmp, "enqueue")
     open_store(db).close()
     base = _median_run([sys.executable, "-c", "import sqlite3"], sizes.cli_runs)

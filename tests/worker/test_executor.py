@@ -62,7 +62,9 @@ def test_runs_in_its_own_session():
     assert os.getsid(0) != outcome.pid
 
 
-CWDS = pytest.mark.parametrize("cwd", [None, "/"], ids=["posix_spawn", "popen_for_cwd"])
+CWDS = pytest.mark.parametrize(
+    "cwd", [None, os.getcwd(), "/"], ids=["posix_spawn", "posix_spawn_same_cwd", "popen_for_cwd"]
+)
 
 
 @CWDS
@@ -88,6 +90,12 @@ def test_the_command_gets_only_stdin_stdout_and_stderr(cwd: str | None):
     *fds, stdin = done.stdout.split()
     assert sorted(fds) == ["0", "1", "2"]
     assert stdin == "/dev/null"
+
+
+@CWDS
+def test_the_command_runs_in_its_working_directory(cwd: str | None):
+    outcome = executor.run("pwd", cwd=cwd)
+    assert outcome.stdout.decode().strip() == (cwd or os.getcwd())
 
 
 @CWDS

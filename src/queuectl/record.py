@@ -35,17 +35,39 @@ class FrozenError(AttributeError):
 
 def _init(self: Any, **values: Any) -> None:
     cls = type(self)
+    if len(values) != cls.__record_size__:
+        values = cls.__record_plain_defaults__ | values
+        for name, factory in cls.__record_factories__:
+            if name not in values:
+                values[name] = factory()
+        if len(values) != cls.__record_size__:
+            _complete(cls, values)  # raises: a field missing, or an unknown one given
+    setter = object.__setattr__
+    try:
+        for name in cls.__record_fields__:
+            setter(self, name, values[name])
+    except KeyError:  # as many values as fields, but not theirs: _complete says which
+        _complete(cls, values)
+        raise
+
+
+def _complete(cls: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The given values with the defaults of the others; TypeError for a missing or unknown one."""
+    full = {}
+    given = 0
     for name in cls.__record_fields__:
-        value = values.pop(name, _MISSING)
-        if value is _MISSING:
-            value = cls.__record_defaults__.get(name, _MISSING)
-            if value is _MISSING:
-                raise TypeError(f"{cls.__name__}() missing keyword argument {name!r}")
-            if type(value) is _Factory:
-                value = value.make()
-        object.__setattr__(self, name, value)
-    if values:
-        raise TypeError(f"{cls.__name__}() got unexpected keyword arguments: {', '.join(values)}")
+        if name in values:
+            full[name] = values[name]
+            given += 1
+            continue
+        default = cls.__record_defaults__.get(name, _MISSING)
+        if default is _MISSING:
+            raise TypeError(f"{cls.__name__}() missing keyword argument {name!r}")
+        full[name] = default.make() if type(default) is _Factory else default
+    if given != len(values):
+        unknown = ", ".join(key for key in values if key not in full)
+        raise TypeError(f"{cls.__name__}() got unexpected keyword arguments: {unknown}")
+    return full
 
 
 def _astuple(self: Any) -> tuple[Any, ...]:
@@ -91,6 +113,7 @@ def record(cls: type[_T]) -> type[_T]:
         raise TypeError(f"@record class {cls.__name__} must not inherit")
     # inspect.get_annotations would do, but importing inspect costs more than this module.
     names = tuple(cls.__dict__.get("__annotations__", {}))  # noqa: RUF063
+    defaults = {name: cls.__dict__[name] for name in names if name in cls.__dict__}
     namespace = {
         key: value
         for key, value in cls.__dict__.items()
@@ -99,7 +122,14 @@ def record(cls: type[_T]) -> type[_T]:
     namespace.update(
         __slots__=names,
         __record_fields__=names,
-        __record_defaults__={name: cls.__dict__[name] for name in names if name in cls.__dict__},
+        __record_size__=len(names),
+        __record_defaults__=defaults,
+        __record_plain_defaults__={
+            name: value for name, value in defaults.items() if type(value) is not _Factory
+        },
+        __record_factories__=tuple(
+            (name, value.make) for name, value in defaults.items() if type(value) is _Factory
+        ),
         __init__=_init,
         __repr__=_repr,
         __eq__=_eq,

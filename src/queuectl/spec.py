@@ -6,6 +6,7 @@ No I/O beyond reading the stream it is given.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -184,9 +185,11 @@ def from_mapping(data: Any) -> models.JobSpec:
         raise _fail(
             "job", f'must be a JSON object like {{"command": "sleep 2"}} (got {json.dumps(data)})'
         )
-    unknown = [key for key in data if key not in _FIELD_SET]
-    if unknown:
+    if not _FIELD_SET.issuperset(data):
+        unknown = [key for key in data if key not in _FIELD_SET]
         raise _fail(unknown[0], f"unknown field (known fields: {', '.join(FIELDS)})")
+    if len(data) == 1 and "command" in data:  # the common case, kept quick for bulk files
+        return models.JobSpec(command=parse_command(data["command"]))
     fields = dict(data)
     alias = fields.pop("timeout_sec", None)
     if alias is not None:
@@ -223,16 +226,34 @@ def from_lines(lines: Iterable[str]) -> list[models.JobSpec]:
 
 def numbered_lines(lines: Iterable[str]) -> tuple[list[models.JobSpec], list[int]]:
     """Like from_lines, and also return the line number each spec came from."""
+    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
+        raise errors.UsageError("file: holds no jobs (write one JSON object a line)")
+    # One json.loads for the whole file is five times faster than one a line, and gives the same
+    # objects when each line is one: joined by ",\n", no string can run from one line into the
+    # next (JSON forbids raw newlines in strings); with every line starting with "{", none can
+    # continue an object left open (that needs a key next); continuing an open list makes a
+    # field hold a list, which no field accepts. At any doubt (a decode error, a count that
+    # differs, a field error) the lines are parsed one by one, which names the first bad line.
+    decoded = None
+    if all(line.lstrip().startswith("{") for _, line in numbered):
+        with contextlib.suppress(ValueError):
+            decoded = json.loads("[" + ",\n".join(line for _, line in numbered) + "]")
+    if isinstance(decoded, list) and len(decoded) == len(numbered):
+        try:
+            return [from_mapping(data) for data in decoded], [number for number, _ in numbered]
+        except errors.FieldError:
+            pass
+    return _parse_each(numbered)
+
+
+def _parse_each(numbered: Iterable[tuple[int, str]]) -> tuple[list[models.JobSpec], list[int]]:
     specs: list[models.JobSpec] = []
     numbers: list[int] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in numbered:
         try:
             specs.append(from_json(line))
         except errors.FieldError as exc:
             raise errors.FieldError(exc.field, exc.problem, line=number) from None
         numbers.append(number)
-    if not specs:
-        raise errors.UsageError("file: holds no jobs (write one JSON object a line)")
     return specs, numbers

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from queuectl import errors, models, spec
 
@@ -311,3 +313,78 @@ def test_from_lines_reads_a_file_object(tmp_path):
     path.write_text('{"command": "a"}\n\n{"command": "b"}\n', encoding="utf-8")
     with path.open(encoding="utf-8") as f:
         assert [s.command for s in spec.from_lines(f)] == ["a", "b"]
+
+
+# --- the whole-file fast path must agree with parsing line by line -------------------------------
+FRAGMENTS = [
+    '{"command": "a"}',
+    '{"command": "b", "queue": "q", "priority": 3}',
+    '{"command": "c", "env": {"K": "v"}}',
+    "",
+    "   ",
+    '{"command": "a"}, {"command": "b"}',  # two objects on one line
+    '{"command": "a"',  # an object left open ...
+    '"queue": "q"}',  # ... closed on the next line
+    '{"command": "a", "id": "}',  # a string left open ...
+    '{", "queue": "b"}',  # ... that the next line would close
+    '{"c": [{}',  # an array left open ...
+    '{}], "command": "b"}',  # ... closed on the next line
+    "]",
+    "[",
+    '"just a string"',
+    "1, 2",
+    '{"command": "a"} trailing',
+    '\ufeff{"command": "bom"}',
+    '{"command": "x", "nope": 1}',
+    '{"command": ""}',
+]
+
+
+TWO_ON_ONE_LINE = '{"command": "c"}, {"command": "d"}'
+
+
+def _outcome(parse: Any, lines: list[str]) -> Any:
+    try:
+        return parse(lines)
+    except errors.UsageError as exc:  # FieldError too
+        return (type(exc), str(exc))
+
+
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=8))
+def test_whole_file_parsing_agrees_with_parsing_each_line(lines: list[str]):
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    expected = (
+        _outcome(lambda _: spec._parse_each(numbered), lines)
+        if numbered
+        else _outcome(spec.numbered_lines, [])
+    )
+    assert _outcome(spec.numbered_lines, lines) == expected
+
+
+@pytest.mark.parametrize(
+    ("lines", "bad_line"),
+    [
+        (
+            [
+                '{"command": "a", "id": "}',
+                '{", "queue": "b"}',
+                '{"command": "c"}, {"command": "d"}',
+            ],
+            1,
+        ),
+        (['{"command": "a"', '"queue": "q"}', '{"command": "c"}, {"command": "d"}'], 1),
+        (
+            [
+                '{"command": "ok"}',
+                '{"c": [{}',
+                '{}], "command": "b"}',
+                '{"command": "c"}, {"command": "d"}',
+            ],
+            2,
+        ),
+    ],
+)
+def test_lines_that_only_join_into_valid_json_are_refused(lines: list[str], bad_line: int):
+    with pytest.raises(errors.FieldError) as info:
+        spec.numbered_lines(lines)
+    assert info.value.line == bad_line

@@ -17,12 +17,20 @@ from queuectl.record import record
 from queuectl.store import Store
 
 
-def _new_id() -> str:
-    return os.urandom(8).hex()  # 64 random bits
+def new_ids(count: int) -> list[str]:
+    """`count` fresh job ids: 24 hex digits, the time in ms then 48 bits counted from random.
+
+    Ids sort by creation time, so a batch goes to the end of the id index instead of to random
+    places in it (a quarter of a 100,000-job insert). Two batches made in the same millisecond
+    clash only if their random ranges overlap: for two of 100,000 jobs, one chance in 10^9.
+    """
+    millis = time.time_ns() // 1_000_000
+    start = int.from_bytes(os.urandom(6))
+    return [f"{millis:012x}{(start + n) & 0xFFFF_FFFF_FFFF:012x}" for n in range(count)]
 
 
 def _resolve(
-    item: models.JobSpec, cfg: config.Config, now: datetime, base_dir: str
+    item: models.JobSpec, cfg: config.Config, now: datetime, base_dir: str, new_id: str
 ) -> models.NewJob:
     """Apply the configured defaults and make times and paths absolute."""
     try:
@@ -34,7 +42,7 @@ def _resolve(
         raise errors.FieldError("delay", f"is too far in the future (got {item.delay})") from None
     timeout = item.timeout if item.timeout is not None else (cfg.job_timeout or None)
     return models.NewJob(
-        id=item.id or _new_id(),
+        id=item.id or new_id,
         command=item.command,
         queue=item.queue,
         priority=item.priority,
@@ -61,7 +69,10 @@ def enqueue(
     cfg = config.from_stored(store.get_config())
     now = store.now()
     base_dir = cwd or str(Path.cwd())
-    jobs = [_resolve(item, cfg, now, base_dir) for item in specs]
+    ids = new_ids(len(specs))
+    jobs = [
+        _resolve(item, cfg, now, base_dir, new_id) for item, new_id in zip(specs, ids, strict=True)
+    ]
     try:
         store.enqueue(jobs)
     except errors.DuplicateJob as exc:

@@ -14,7 +14,7 @@ from queuectl.models import Job, JobFilter, JobState
 from queuectl.store import Store
 from tests.helpers import run_cli
 
-GENERATED_ID = re.compile(r"[0-9a-f]{16}")
+GENERATED_ID = re.compile(r"[0-9a-f]{24}")
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -127,6 +127,25 @@ def test_enqueue_keeps_enqueue_order_in_seq(store):
     store.enqueue([new_job("a"), new_job("b")])
     store.enqueue([new_job("c")])
     assert job(store, "a").seq < job(store, "b").seq < job(store, "c").seq
+    # A big batch keeps its order too (it is inserted by one statement over a JSON array).
+    ids = [f"z{i:05d}-{(i * 7919) % 10007}" for i in range(5000)]
+    store.enqueue([new_job(i) for i in ids])
+    listed = store.list_jobs(models.JobFilter(), 5000)
+    assert [j.id for j in reversed(listed)] == ids
+
+
+def test_enqueue_stores_text_and_numbers_exactly(store):
+    tricky = "echo 'é ü 漢字 🚀' \\ \"q\" $HOME \t\n end"
+    store.enqueue(
+        [
+            new_job("t1", command=tricky, timeout=2.5, priority=-(2**31), env={"K": "v ü"}),
+            new_job("t2", command="x", timeout=30.0, priority=2**31 - 1, max_retries=10_000),
+        ]
+    )
+    t1, t2 = job(store, "t1"), job(store, "t2")
+    assert (t1.command, t1.timeout, t1.priority, t1.env) == (tricky, 2.5, -(2**31), {"K": "v ü"})
+    assert (t2.timeout, t2.priority, t2.max_retries) == (30.0, 2**31 - 1, 10_000)
+    assert isinstance(t2.timeout, float)
 
 
 def test_api_enqueue_applies_configured_defaults(store, tmp_path):
@@ -800,3 +819,14 @@ def test_junk_stored_config_falls_back_to_defaults(store):
     store.set_config("max_retries", "garbage")
     store.set_config("unknown", "1")
     assert api.get_config(store)["max_retries"] == config.MAX_RETRIES
+
+
+def test_generated_ids_are_unique_and_sort_by_creation_time():
+    first = api.new_ids(1000)
+    assert len(set(first)) == 1000
+    assert all(len(i) == 24 and int(i, 16) >= 0 for i in first)
+    assert first == sorted(first)  # one batch counts up (a wrap of 2**48 aside)
+    started = time.monotonic()
+    wait_until(lambda: time.monotonic() - started > 0.002, message="the clock to move on")
+    later = api.new_ids(1)
+    assert later[0][:12] > first[-1][:12]  # the millisecond prefix orders batches

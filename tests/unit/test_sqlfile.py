@@ -92,7 +92,7 @@ _KIND_OF_CALL = {"_one": {"one"}, "_all": {"many"}, "_run": {"exec", "rowcount"}
 def test_real_queries_load_from_the_package():
     queries = sqlfile.load(SQLITE)
     assert len(queries) >= 20
-    assert {"claim_job", "insert_job", "finish_job", "insert_attempt"} <= set(queries)
+    assert {"claim_job", "insert_jobs", "finish_job", "insert_attempt"} <= set(queries)
     for query in queries.values():
         assert query.sql.strip()
 

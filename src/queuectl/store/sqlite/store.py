@@ -281,25 +281,26 @@ class SqliteStore:
 
     # --- jobs: write path --------------------------------------------------------
     def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
-        now = self._now_us()
-        rows = [
-            {
-                "id": job.id,
-                "command": job.command,
-                "queue": job.queue,
-                "priority": job.priority,
-                "max_retries": job.max_retries,
-                "timeout": job.timeout,
-                "cwd": job.cwd,
-                "env": json.dumps(job.env) if job.env else None,
-                "run_at": _us(job.run_at),
-                "now": now,
-            }
-            for job in jobs
-        ]
+        rows = json.dumps(
+            [
+                [
+                    job.id,
+                    job.command,
+                    job.queue,
+                    job.priority,
+                    job.max_retries,
+                    job.timeout,
+                    job.cwd,
+                    json.dumps(job.env) if job.env else None,
+                    _us(job.run_at),
+                ]
+                for job in jobs
+            ],
+            ensure_ascii=False,
+        )
         try:
             with self._write():
-                self._db.executemany(_Q["insert_job"], rows)
+                self._run("insert_jobs", rows=rows, now=self._now_us())
         except sqlite3.IntegrityError:
             raise self._duplicate(jobs) from None  # after the rollback, so the batch is gone
         self._wake(self._all("select_wake_addrs"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from queuectl import errors
 
@@ -21,4 +20,5 @@ def resolve_db(option: str | None) -> str:
         return os.environ[ENV_VAR]
     import platformdirs
 
-    return str(Path(platformdirs.user_data_dir("queuectl", appauthor=False)) / "queue.db")
+    data_dir = platformdirs.user_data_dir("queuectl", appauthor=False)
+    return os.path.join(data_dir, "queue.db")  # noqa: PTH118 - pathlib: 4 ms of CLI start-up

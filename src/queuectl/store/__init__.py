@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from queuectl import errors
 from queuectl.store.base import Store
@@ -10,18 +10,18 @@ from queuectl.store.base import Store
 __all__ = ["Store", "open_store"]
 
 
-def open_store(location: str | Path) -> Store:
+def open_store(location: str | os.PathLike[str]) -> Store:
     """Open (creating and migrating when needed) the store at `location`.
 
     A PostgreSQL URL (postgresql://…) names a server; anything else is a SQLite file path.
     """
-    text = str(location)
+    text = os.fspath(location)
     if text.startswith(("postgres://", "postgresql://")):
         raise errors.UsageError(
             "db: PostgreSQL is not supported yet; give a SQLite file path (--db PATH)"
         )
     from queuectl.store.sqlite.store import SqliteStore
 
-    store = SqliteStore(Path(text))
+    store = SqliteStore(text)
     store.migrate()
     return store

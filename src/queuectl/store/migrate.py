@@ -5,6 +5,7 @@ Each backend applies them in its own way; both record applied versions in queuec
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 
@@ -26,16 +27,13 @@ class Migration:
 def discover(package: str) -> list[Migration]:
     """All migrations of a backend package, in version order."""
     found = []
-    for entry in (package_dir(package) / "migrations").iterdir():
-        match = _NAME.match(entry.name)
+    directory = os.path.join(package_dir(package), "migrations")  # noqa: PTH118 - see sqlfile
+    for entry in sorted(os.listdir(directory)):  # noqa: PTH208
+        match = _NAME.match(entry)
         if match:
-            found.append(
-                Migration(
-                    version=int(match.group(1)),
-                    name=match.group(2),
-                    sql=entry.read_text(encoding="utf-8"),
-                )
-            )
+            with open(os.path.join(directory, entry), encoding="utf-8") as file:  # noqa: PTH118, PTH123
+                sql = file.read()
+            found.append(Migration(version=int(match.group(1)), name=match.group(2), sql=sql))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):

@@ -5,9 +5,9 @@ A block starts with `-- name: <name> :<kind>`, then one comment line of contract
 
 from __future__ import annotations
 
+import os
 import re
 from importlib import import_module
-from pathlib import Path
 
 from queuectl.record import record
 
@@ -43,12 +43,16 @@ def parse(text: str) -> dict[str, Query]:
 
 def load(package: str) -> dict[str, Query]:
     """Read and parse `queries.sql` from an installed package."""
-    return parse((package_dir(package) / "queries.sql").read_text(encoding="utf-8"))
+    with open(os.path.join(package_dir(package), "queries.sql"), encoding="utf-8") as file:  # noqa: PTH118, PTH123
+        return parse(file.read())
 
 
-def package_dir(package: str) -> Path:
-    """The directory of an installed package (not importlib.resources: 6 ms of CLI start-up)."""
+def package_dir(package: str) -> str:
+    """The directory of an installed package.
+
+    Not importlib.resources (6 ms of CLI start-up), nor pathlib (4 ms): plain os.path.
+    """
     module_file = import_module(package).__file__
     if module_file is None:
         raise ValueError(f"{package} is not a regular package")
-    return Path(module_file).parent
+    return os.path.dirname(module_file)  # noqa: PTH120

@@ -51,7 +51,7 @@ class Sizes:
 
     jobs: int = 5000
     pickups: int = 200
-    cli_runs: int = 21
+    cli_runs: int = 41
     bulk: int = 100_000
     depth_small: int = 1000
     depth_large: int = 1_000_000
@@ -243,13 +243,19 @@ def _idle_cpu(supervisor: int, seconds: float) -> float:
 
 
 # --- 3. enqueue ------------------------------------------------------------------------
-def _median_run(args: list[str], runs: int) -> float:
-    times = []
+def _timed_run(args: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(args, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def _interleaved_medians(a: list[str], b: list[str], runs: int) -> tuple[float, float]:
+    """Median wall times of two commands run turn about, so both see the same machine."""
+    times_a, times_b = [], []
     for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(args, check=True, capture_output=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        times_a.append(_timed_run(a))
+        times_b.append(_timed_run(b))
+    return statistics.median(times_a), statistics.median(times_b)
 
 
 def bench_enqueue(tmp: Path, sizes: Sizes) -> Result:
@@ -259,8 +265,11 @@ def bench_enqueue(tmp: Path, sizes: Sizes) -> Result:
     compileall.compile_dir(Path(queuectl.__file__).parent, quiet=1)
     db = _fresh_db(tmp, "enqueue")
     open_store(db).close()
-    base = _median_run([sys.executable, "-c", "import sqlite3"], sizes.cli_runs)
-    cli = _median_run([QUEUECTL, "--db", str(db), "enqueue", "--", "true"], sizes.cli_runs)
+    base, cli = _interleaved_medians(
+        [sys.executable, "-c", "import sqlite3"],
+        [QUEUECTL, "--db", str(db), "enqueue", "--", "true"],
+        sizes.cli_runs,
+    )
     result.figures.update(
         cli_enqueue_ms=cli * 1000, python_import_sqlite3_ms=base * 1000, cli_ratio=cli / base
     )

@@ -302,9 +302,24 @@ def test_future_job_is_not_claimed_until_due(store):
 
 def test_next_run_at_without_waiting_jobs_is_none(store):
     assert store.next_run_at(None) is None
-    store.enqueue([new_job("a", queue="a")])
+    later = datetime.now(UTC) + timedelta(hours=1)
+    store.enqueue([new_job("a", queue="a", run_at=later)])
     assert store.next_run_at(["b"]) is None
-    assert store.next_run_at(["a"]) is not None
+    assert store.next_run_at(["a"]) == later
+
+
+def test_next_run_at_leaves_out_jobs_due_on_enqueue(store):
+    store.enqueue([new_job("now")])  # due a second ago: claimable at once
+    assert store.next_run_at(None) is None
+    later = datetime.now(UTC) + timedelta(hours=1)
+    store.enqueue([new_job("later", run_at=later)])
+    assert store.next_run_at(None) == later
+    c = must_claim(store)
+    assert c.job.id == "now"
+    ok, t = finish(store, c, models.AttemptEnd.FAILED)  # waiting for its retry now
+    assert ok
+    assert t.run_at is not None
+    assert store.next_run_at(None) == min(t.run_at, later)
 
 
 def test_claim_filters_by_queue(store):

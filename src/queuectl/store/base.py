@@ -53,7 +53,12 @@ class Store(Protocol):
         """
 
     def next_run_at(self, queues: Sequence[str] | None) -> datetime | None:
-        """When the earliest waiting job (pending or failed) becomes due; None when none waits."""
+        """When the earliest job scheduled for later becomes due; None when none waits.
+
+        Scheduled for later: delayed at enqueue (run_at after created_at) or waiting for a retry.
+        Jobs due on enqueue are left out: they are claimable at once, and their enqueue wakes
+        idle workers, so an idle worker never needs to wait for one.
+        """
 
     def next_lease_expiry(self) -> datetime | None:
         """When the earliest lease of a processing job runs out; None when nothing is processing."""

@@ -53,10 +53,11 @@ UPDATE queuectl_jobs
 RETURNING *;
 
 -- name: select_next_run_at :one
--- When the earliest waiting job becomes runnable (NULL when none waits).
+-- When the earliest job scheduled for later becomes runnable (NULL when none waits).
 SELECT min(run_at) AS run_at
   FROM queuectl_jobs INDEXED BY queuectl_jobs_due
  WHERE state IN ('pending', 'failed')
+   AND run_at > created_at
    AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)));
 
 -- name: select_next_lease_expiry :one

@@ -3,10 +3,10 @@
 dataclasses writes and compiles each class's methods when the class is defined: ~1 ms a class
 here, 15 ms of every CLI call's start-up for the classes the CLI loads (a whole `queuectl enqueue`
 should take 4x `python -c "import sqlite3"`, ~80 ms; see docs/benchmarks.md). `@record` gives the
-same behaviour
-the project used (`@dataclass(frozen=True, slots=True, kw_only=True)`) with shared methods that
-read the field names from the class, so defining a class costs what defining any class costs.
-Type checkers see it as a dataclass through `dataclass_transform` (PEP 681).
+behaviour the project used (`@dataclass(frozen=True, slots=True, kw_only=True)`) with methods
+shared by every record that read the field names from the class, so defining a class costs what
+defining any class costs. Type checkers see it as a dataclass through `dataclass_transform`
+(PEP 681).
 """
 
 from __future__ import annotations

@@ -306,7 +306,12 @@ def run(
         if pidfd is not None:
             job.selector.register(pidfd, selectors.EVENT_READ)
         try:
-            _pump(job, pidfd, abort, kill_grace)
+            try:
+                _pump(job, pidfd, abort, kill_grace)
+            except BaseException:
+                _signal_group(child.pid, signal.SIGKILL)  # no job outlives its attempt
+                child.reap()
+                raise
             code = child.reap()
         finally:
             if pidfd is not None:

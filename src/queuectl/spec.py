@@ -216,6 +216,8 @@ def from_json(text: str) -> models.JobSpec:
         raise _fail("job", f"invalid JSON at column {exc.colno}: {exc.msg}") from None
     except ValueError as exc:  # e.g. an integer beyond Python's digit limit
         raise _fail("job", f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise _fail("job", "invalid JSON: nested too deeply") from None
     return from_mapping(data)
 
 
@@ -237,7 +239,7 @@ def numbered_lines(lines: Iterable[str]) -> tuple[list[models.JobSpec], list[int
     # differs, a field error) the lines are parsed one by one, which names the first bad line.
     decoded = None
     if all(line.lstrip().startswith("{") for _, line in numbered):
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):
             decoded = json.loads("[" + ",\n".join(line for _, line in numbered) + "]")
     if isinstance(decoded, list) and len(decoded) == len(numbered):
         try:

@@ -30,6 +30,8 @@ MAINTENANCE_INTERVAL = 1.0
 RESCUE_BATCH = 20
 EVENT_SLACK = 0.001
 """Seconds an idle worker oversleeps a due time, so that the event has surely passed."""
+UPKEEP_LOG_INTERVAL = 60.0
+"""Seconds between log lines about failing checkpoints."""
 STORE_RETRY = 1.0
 """Seconds a worker waits before trying again when the store is unavailable (disk full, I/O)."""
 
@@ -76,6 +78,7 @@ class Worker:
         self._parent = os.getppid()
         self._environment = dict(os.environb)  # what every job inherits (decoded once)
         self._signals = 0
+        self._upkeep_quiet_until = 0.0
 
     @property
     def id(self) -> str:
@@ -222,30 +225,22 @@ class Worker:
         job = claim.job
         with self._lock:
             self._current = claim
-        if not self._now_requested:
-            self.job_abort.clear()  # an abort for an earlier job's lost lease is spent
-        log.debug(
-            "job %s attempt %d: started on %s: %s", job.id, job.run_count, self.id, job.command
-        )
-        outcome = executor.run(
-            job.command,
-            timeout=job.timeout,
-            cwd=job.cwd,
-            env={
-                **job.env,
-                "QUEUECTL_JOB_ID": job.id,
-                "QUEUECTL_ATTEMPT": str(job.run_count),
-                "QUEUECTL_WORKER_ID": self.id,
-            },
-            inherit=self._environment,
-            output_limit=self.cfg.output_limit,
-            abort=self.job_abort,
-        )
+        self.job_abort.clear()  # an abort for an earlier job's lost lease is spent
+        if self._now_requested:  # read after the clear: a `--now` racing it is never lost
+            # Claimed with the previous job's finish, just before `stop --now`: not started.
+            self.job_abort.set()
+            outcome = models.Outcome(
+                end=models.AttemptEnd.SHUTDOWN,
+                started_at=claim.claimed_at,
+                ended_at=db.now(),
+                error="not started: the worker was stopped at once",
+            )
+        else:
+            outcome = self._run_job(claim)
         transition = retry.next_transition(job, outcome, self.cfg, db.now())
-        claim_next = not self.stop.is_set() and time.monotonic() < next_maintenance
         following: models.Claim | None = None
         try:
-            finished, following = self._finish(db, claim, outcome, transition, claim_next)
+            finished, following = self._finish(db, claim, outcome, transition, next_maintenance)
         finally:
             with self._lock:
                 self._current = following  # the heartbeat keeps its lease from now on
@@ -266,22 +261,43 @@ class Worker:
             )
         return following
 
+    def _run_job(self, claim: models.Claim) -> models.Outcome:
+        job = claim.job
+        log.debug(
+            "job %s attempt %d: started on %s: %s", job.id, job.run_count, self.id, job.command
+        )
+        return executor.run(
+            job.command,
+            timeout=job.timeout,
+            cwd=job.cwd,
+            env={
+                **job.env,
+                "QUEUECTL_JOB_ID": job.id,
+                "QUEUECTL_ATTEMPT": str(job.run_count),
+                "QUEUECTL_WORKER_ID": self.id,
+            },
+            inherit=self._environment,
+            output_limit=self.cfg.output_limit,
+            abort=self.job_abort,
+        )
+
     def _finish(
         self,
         db: store.Store,
         claim: models.Claim,
         outcome: models.Outcome,
         transition: models.Transition,
-        claim_next: bool,
+        next_maintenance: float,
     ) -> tuple[bool, models.Claim | None]:
         """Record the attempt (and claim the next job), retrying while the store is unavailable.
 
-        The heartbeat keeps the lease alive meanwhile; once it is lost, another worker recovers
-        the job (it runs again: at least once).
+        The next job is claimed only while no stop was asked for and the maintenance is not due
+        (decided afresh at each try). The heartbeat keeps the lease alive meanwhile; once it is
+        lost, another worker recovers the job (it runs again: at least once).
         """
         while True:
             try:
-                if claim_next:
+                if not self.stop.is_set() and time.monotonic() < next_maintenance:
                     return db.finish_and_claim(
                         claim, outcome, transition, self.queues, self.cfg.lease
                     )
@@ -301,7 +317,6 @@ class Worker:
                 if os.getppid() != self._parent:
                     self.request_stop("graceful")  # the supervisor is gone
                 try:
-                    db.upkeep()
                     if time.monotonic() >= next_beat:
                         self._beat(db)
                         next_beat = time.monotonic() + self.cfg.lease / 3
@@ -310,8 +325,17 @@ class Worker:
                 except errors.StoreUnavailable as exc:
                     # Keep beating: a dead heartbeat thread would let a live job be recovered.
                     log.error("worker %s: heartbeat failed: %s", self.id, exc)
+                self._upkeep(db)  # after the beat, which a slow checkpoint must not hold up
         finally:
             db.close()
+
+    def _upkeep(self, db: store.Store) -> None:
+        try:
+            db.upkeep()
+        except errors.StoreUnavailable as exc:  # e.g. a full disk; the beats go on regardless
+            if time.monotonic() >= self._upkeep_quiet_until:
+                log.warning("worker %s: checkpoint failed: %s", self.id, exc)
+                self._upkeep_quiet_until = time.monotonic() + UPKEEP_LOG_INTERVAL
 
     def _check_stop(self, db: store.Store) -> None:
         stop = db.stop_requested(self.id)
@@ -330,8 +354,12 @@ class Worker:
             self._reregister.set()
             return
         if claim is not None and not reply.lease_held:
-            log.warning("job %s: lease lost; stopping it", claim.job.id)
-            self.job_abort.set()
+            with self._lock:
+                still_running = self._current is claim  # not a claim finished meanwhile
+                if still_running:
+                    self.job_abort.set()
+            if still_running:
+                log.warning("job %s: lease lost; stopping it", claim.job.id)
         if reply.stop is not None:
             self.request_stop(reply.stop)
 

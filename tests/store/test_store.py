@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -845,3 +846,33 @@ def test_generated_ids_are_unique_and_sort_by_creation_time():
     wait_until(lambda: time.monotonic() - started > 0.002, message="the clock to move on")
     later = api.new_ids(1)
     assert later[0][:12] > first[-1][:12]  # the millisecond prefix orders batches
+
+
+def test_a_failed_wake_up_after_a_commit_is_not_an_error(store, db_path):
+    # The wake-up addresses cannot be read (their table is gone): the committed work stands.
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("DROP TABLE queuectl_workers")
+    raw.close()
+    store.enqueue([new_job("a", max_retries=1), new_job("b")])
+    c = must_claim(store)
+    out = outcome(models.AttemptEnd.FAILED)
+    t = retry.next_transition(c.job, out, CFG, store.now())
+    assert t.state is models.JobState.FAILED  # a retry: this finish wakes idle workers
+    finished, following = store.finish_and_claim(c, out, t, None, LEASE)
+    assert finished
+    assert following is not None
+    assert job(store, following.job.id).state is models.JobState.PROCESSING
+
+
+def test_a_nul_character_in_a_text_column_is_refused_before_writing(store):
+    # SQLite's JSON functions would cut such text short (the env column holds JSON text, in
+    # which a NUL stays escaped and round-trips; the spec refuses it from users anyway).
+    bad = [new_job("a", command="echo a\x00b"), new_job("c", cwd="/tmp/\x00"), new_job("d\x00")]
+    for job_ in bad:
+        with pytest.raises(errors.UsageError, match="NUL"):
+            store.enqueue([new_job("fine"), job_])
+    assert store.list_jobs(models.JobFilter(), 10) == []
+    store.enqueue([new_job("e", command=r"printf '\u0000 \\u0000'")])  # escapes, not NULs
+    assert job(store, "e").command == r"printf '\u0000 \\u0000'"
+    store.enqueue([new_job("f", env={"K": "v\x00w"})])
+    assert job(store, "f").env == {"K": "v\x00w"}

@@ -388,3 +388,11 @@ def test_lines_that_only_join_into_valid_json_are_refused(lines: list[str], bad_
     with pytest.raises(errors.FieldError) as info:
         spec.numbered_lines(lines)
     assert info.value.line == bad_line
+
+
+def test_deeply_nested_json_is_a_field_error_on_its_line():
+    deep = '{"command": "a", "env": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(errors.FieldError) as info:
+        spec.numbered_lines(['{"command": "ok"}', deep])
+    assert (info.value.line, info.value.field) == (2, "job")
+    assert "nested too deeply" in str(info.value)

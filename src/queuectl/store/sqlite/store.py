@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,8 @@ from queuectl.store import migrate as migrations
 from queuectl.store import sqlfile, wakeup
 
 _Q = {name: q.sql for name, q in sqlfile.load(__package__ or "queuectl.store.sqlite").items()}
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+"""A NUL character in JSON text: `\\u0000` behind an even number of backslashes."""
 _SYNCHRONOUS = {True: "PRAGMA synchronous = FULL", False: "PRAGMA synchronous = NORMAL"}
 BUSY_TIMEOUT_MS = 60_000
 """How long a writer waits for the write lock before giving up."""
@@ -299,12 +302,14 @@ class SqliteStore:
             ],
             ensure_ascii=False,
         )
+        if _JSON_NUL.search(rows):  # SQLite's JSON functions would cut such text short
+            raise errors.UsageError("job: text fields must not contain NUL characters")
         try:
             with self._write():
                 self._run("insert_jobs", rows=rows, now=self._now_us())
         except sqlite3.IntegrityError:
             raise self._duplicate(jobs) from None  # after the rollback, so the batch is gone
-        self._wake(self._all("select_wake_addrs"))
+        self._wake_idle_workers()
 
     def _duplicate(self, jobs: Sequence[models.NewJob]) -> errors.DuplicateJob:
         """Name the first job whose id clashes (with the store, or within the batch)."""
@@ -317,6 +322,15 @@ class SqliteStore:
 
     def _wake(self, rows: Sequence[sqlite3.Row]) -> None:
         wakeup.notify(row["wake_addr"] for row in rows)
+
+    def _wake_idle_workers(self) -> None:
+        """After a commit: tell idle workers to look.
+
+        Best effort, never an error: the change is committed, and a worker that misses the
+        wake-up still looks within poll_interval.
+        """
+        with contextlib.suppress(errors.StoreUnavailable):
+            self._wake(self._all("select_wake_addrs"))
 
     def claim(
         self, worker_id: str, host: str, queues: Sequence[str] | None, lease: float
@@ -439,7 +453,7 @@ class SqliteStore:
     def _wake_after(self, changed: bool, transition: models.Transition) -> None:
         """A job that went back to waiting may be due now: tell idle workers."""
         if changed and transition.state in (models.JobState.PENDING, models.JobState.FAILED):
-            self._wake(self._all("select_wake_addrs"))
+            self._wake_idle_workers()
 
     def expired_claims(self, limit: int) -> list[models.Claim]:
         rows = self._all("select_expired_claims", now=self._now_us(), limit=limit)
@@ -496,7 +510,7 @@ class SqliteStore:
         with self._write():
             rows = self._all("retry_dead", ids=_json_list(job_ids), now=self._now_us())
         if rows:
-            self._wake(self._all("select_wake_addrs"))
+            self._wake_idle_workers()
         return [row["id"] for row in rows]
 
     # --- workers and config ------------------------------------------------------
@@ -544,4 +558,4 @@ class SqliteStore:
     def set_config(self, key: str, value: str) -> None:
         with self._write():
             self._run("upsert_config", key=key, value=value)
-        self._wake(self._all("select_wake_addrs"))
+        self._wake_idle_workers()

@@ -1,0 +1,140 @@
+"""The worker loop in this process, on a real SQLite file.
+
+One commit a job (finish and claim together), stops that meet a job claimed ahead, a heartbeat
+that must not abort the wrong job, and checkpoints that keep the log short.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from queuectl import api, models, worker
+from queuectl.models import AttemptEnd, JobSpec, JobState
+from queuectl.store import Store, open_store
+from tests.helpers import wait_until
+
+FAR = float("inf")
+"""A maintenance deadline that never comes: the worker always claims ahead."""
+
+
+def _job(store: Store, job_id: str) -> models.Job:
+    got = store.get_job(job_id)
+    assert got is not None
+    return got
+
+
+def test_a_busy_worker_finishes_and_claims_in_one_go(db_path: Path, store: Store):
+    ids = api.enqueue(store, [JobSpec(id=f"j{i}", command="true") for i in range(3)])
+    w = worker.Worker(str(db_path))
+    db = open_store(db_path)
+    try:
+        claim = db.claim(w.id, w.info.host, None, 60)
+        seen = []
+        while claim is not None:
+            seen.append(claim.job.id)
+            claim = w._process(db, claim, FAR)
+    finally:
+        db.close()
+    assert seen == ids  # each next job came back from the previous one's finish
+    for job_id in ids:
+        assert _job(store, job_id).state is JobState.COMPLETED
+        assert [a.end for a in store.attempts(job_id)] == [AttemptEnd.SUCCEEDED]
+
+
+def test_no_job_is_claimed_ahead_once_a_stop_is_asked_or_maintenance_is_due(
+    db_path: Path, store: Store
+):
+    api.enqueue(store, [JobSpec(id=f"j{i}", command="true") for i in range(3)])
+    w = worker.Worker(str(db_path))
+    db = open_store(db_path)
+    try:
+        first = db.claim(w.id, w.info.host, None, 60)
+        assert first is not None
+        assert w._process(db, first, 0.0) is None  # maintenance due: the loop claims after it
+        second = db.claim(w.id, w.info.host, None, 60)
+        assert second is not None
+        w.request_stop("graceful")
+        assert w._process(db, second, FAR) is None
+    finally:
+        db.close()
+    assert _job(store, "j2").state is JobState.PENDING
+
+
+def test_stop_now_returns_a_job_claimed_ahead_without_starting_it(
+    db_path: Path, store: Store, tmp_path: Path
+):
+    marker = tmp_path / "ran"
+    api.enqueue(store, [JobSpec(id="ahead", command=f"touch {marker}", max_retries=0)])
+    w = worker.Worker(str(db_path))
+    db = open_store(db_path)
+    try:
+        claim = db.claim(w.id, w.info.host, None, 60)
+        assert claim is not None
+        w.request_stop("now")  # as if it came just after the previous job's finish
+        assert w._process(db, claim, FAR) is None
+    finally:
+        db.close()
+    assert not marker.exists()
+    job = _job(store, "ahead")
+    assert (job.state, job.attempts) == (JobState.PENDING, 0)  # no retry spent
+    [attempt] = store.attempts("ahead")
+    assert attempt.end is AttemptEnd.SHUTDOWN
+    assert attempt.error == "not started: the worker was stopped at once"
+
+
+class _SwitchingStore:
+    """A real store whose heartbeat returns only after the worker has moved to its next job."""
+
+    def __init__(self, real: Store, on_heartbeat: Any) -> None:
+        self._real = real
+        self._on_heartbeat = on_heartbeat
+
+    def heartbeat(self, *args: Any) -> models.HeartbeatReply | None:
+        reply = self._real.heartbeat(*args)
+        self._on_heartbeat()
+        return reply
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_late_lost_lease_report_does_not_abort_the_next_job(db_path: Path, store: Store):
+    api.enqueue(store, [JobSpec(id="old", command="true"), JobSpec(id="new", command="true")])
+    w = worker.Worker(str(db_path))
+    store.register_worker(w.info)
+    old = store.claim(w.id, w.info.host, None, 60)
+    new = store.claim(w.id, w.info.host, None, 60)
+    assert old is not None and new is not None
+    store.release_worker(w.id)  # old's lease runs out and another worker rescues the job
+    store.register_worker(w.info)
+    [expired, _] = store.expired_claims(10)
+    out = models.Outcome(end=AttemptEnd.WORKER_LOST, started_at=store.now(), ended_at=store.now())
+    assert store.rescue(expired, out, models.Transition(state=JobState.FAILED, attempts=1))
+    w._current = old
+
+    def move_on() -> None:
+        w._current = new  # the main thread finished `old` and started `new` meanwhile
+
+    w._beat(_SwitchingStore(store, move_on))
+    assert not w.job_abort.is_set()
+    w._current = old
+    w._beat(store)  # reported while `old` is still the current job: that one is stopped
+    assert w.job_abort.is_set()
+
+
+def test_the_heartbeat_thread_keeps_the_write_ahead_log_short(db_path: Path, store: Store):
+    api.enqueue(store, [JobSpec(command="true") for _ in range(1500)])
+    w = worker.Worker(str(db_path))
+    runner = threading.Thread(target=w.run)
+    runner.start()
+    try:
+        wait_until(lambda: store.counts().total(JobState.COMPLETED) == 1500, 120, "all jobs to run")
+    finally:
+        w.request_stop("graceful")
+        runner.join(30)
+    wal = db_path.with_name(db_path.name + "-wal")
+    # 1,500 jobs write ~8,000 log pages. Upkeep starts the log over past 1,000 (it peaks at
+    # ~1,800 here); without it only the worker's own safety net would, at 4,000.
+    assert wal.stat().st_size < 3000 * (4096 + 24)

@@ -302,7 +302,9 @@ class SqliteStore:
             ],
             ensure_ascii=False,
         )
-        if _JSON_NUL.search(rows):  # SQLite's JSON functions would cut such text short
+        # SQLite's JSON functions would cut text with a NUL short. The substring test is 60x
+        # faster than the regex, which tells a NUL from an escaped backslash before "u0000".
+        if "\\u0000" in rows and _JSON_NUL.search(rows):
             raise errors.UsageError("job: text fields must not contain NUL characters")
         try:
             with self._write():

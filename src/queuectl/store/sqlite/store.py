@@ -1,7 +1,7 @@
 """SqliteStore: the Store contract on one SQLite file (WAL, one connection per process).
 
 Writers take the lock up front (BEGIN IMMEDIATE) so transactions never deadlock on an upgrade,
-and wait for each other through busy_timeout. All SQL is in queries.sql beside this file.
+and wait for each other in short steps (see _execute). All SQL is in queries.sql beside this file.
 """
 
 from __future__ import annotations

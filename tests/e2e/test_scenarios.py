@@ -146,7 +146,8 @@ def test_sigkilled_worker_job_is_recovered_and_never_runs_twice_at_once(
         store, id="long", command=f"echo $$ >> {marker}; sleep 60; echo finished", timeout=1.5
     )
     with WorkerPool(db_path, 2) as pool:
-        wait_until(lambda: marker.exists(), 10, "the job to start")
+        # The shell creates the file for `>>` before echo writes the pid: wait for the pid.
+        wait_until(lambda: marker.exists() and marker.read_text().strip(), 10, "the job's pid")
         holder = store.get_job(job)
         assert holder is not None and holder.worker_id is not None
         [owner] = [w for w in store.list_workers() if w.id == holder.worker_id]

@@ -12,7 +12,7 @@ defining any class costs. Type checkers see it as a dataclass through `dataclass
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, dataclass_transform
+from typing import Any, NoReturn, TypeVar, dataclass_transform
 
 _T = TypeVar("_T")
 _MISSING: Any = object()
@@ -42,33 +42,25 @@ def _init(self: Any, **values: Any) -> None:
             if name not in values:
                 values[name] = factory()
         if len(values) != cls.__record_size__:
-            _complete(cls, values)  # raises: a field missing, or an unknown one given
+            _refuse(cls, values)
     setter = object.__setattr__
     try:
         for name in cls.__record_fields__:
             setter(self, name, values[name])
-    except KeyError:  # as many values as fields, but not theirs: _complete says which
-        _complete(cls, values)
-        raise
+    except KeyError:  # as many values as fields, but not theirs
+        _refuse(cls, values)
 
 
-def _complete(cls: Any, values: dict[str, Any]) -> dict[str, Any]:
-    """The given values with the defaults of the others; TypeError for a missing or unknown one."""
-    full = {}
-    given = 0
+def _refuse(cls: Any, values: dict[str, Any]) -> NoReturn:
+    """Name the field without a default that `values` lacks, or else the unknown ones."""
+    defaulted = cls.__record_plain_defaults__.keys() | {
+        name for name, _ in cls.__record_factories__
+    }
     for name in cls.__record_fields__:
-        if name in values:
-            full[name] = values[name]
-            given += 1
-            continue
-        default = cls.__record_defaults__.get(name, _MISSING)
-        if default is _MISSING:
+        if name not in values and name not in defaulted:
             raise TypeError(f"{cls.__name__}() missing keyword argument {name!r}")
-        full[name] = default.make() if type(default) is _Factory else default
-    if given != len(values):
-        unknown = ", ".join(key for key in values if key not in full)
-        raise TypeError(f"{cls.__name__}() got unexpected keyword arguments: {unknown}")
-    return full
+    unknown = ", ".join(key for key in values if key not in cls.__record_fields__)
+    raise TypeError(f"{cls.__name__}() got unexpected keyword arguments: {unknown}")
 
 
 def _astuple(self: Any) -> tuple[Any, ...]:
@@ -124,7 +116,6 @@ def record(cls: type[_T]) -> type[_T]:
         __slots__=names,
         __record_fields__=names,
         __record_size__=len(names),
-        __record_defaults__=defaults,
         __record_plain_defaults__={
             name: value for name, value in defaults.items() if type(value) is not _Factory
         },

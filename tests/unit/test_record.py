@@ -86,3 +86,12 @@ def test_the_models_are_records():
     assert models.JobSpec(command="true").env is not spec.env
     with pytest.raises(FrozenError):
         spec.command = "false"  # type: ignore[misc]
+
+
+def test_an_unknown_keyword_is_named_even_when_it_stands_in_for_a_defaulted_field():
+    # As many keywords as fields, one unknown and a defaulted field left out: the unknown one
+    # is the mistake, not the field that has a default.
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments: z$"):
+        Point(x=1, y=2, z=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="missing keyword argument 'x'"):
+        Point(y=2, tags=[], z=3)  # type: ignore[call-arg]

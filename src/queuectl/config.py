@@ -30,7 +30,7 @@ LEASE = 30.0
 """Seconds a claim stays valid without a heartbeat; a dead worker's job is recovered after it."""
 
 MAX_SECONDS = 10 * 365 * 86400
-"""The longest duration any setting accepts: ten years."""
+"""The longest duration any setting, delay or job timeout accepts: ten years."""
 MAX_OUTPUT_LIMIT = 1024**3
 """The most output a worker may hold per stream and attempt."""
 _SIZE_UNITS = {

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from queuectl import errors, models
+from queuectl.config import MAX_SECONDS
 
 FIELDS = (
     "id",
@@ -32,8 +33,6 @@ FIELDS = (
 _FIELD_SET = frozenset(FIELDS)
 MAX_ID_LENGTH = 200
 INT_RANGE = (-(2**31), 2**31 - 1)
-MAX_SECONDS = 10 * 365 * 86400
-"""The longest delay or timeout accepted: ten years."""
 _ID_RE = re.compile(r"[^\s\x00-\x1f\x7f]+")
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _ENV_NAME_RE = re.compile(r"[^=\x00]+")
@@ -188,8 +187,6 @@ def from_mapping(data: Any) -> models.JobSpec:
     if not _FIELD_SET.issuperset(data):
         unknown = [key for key in data if key not in _FIELD_SET]
         raise _fail(unknown[0], f"unknown field (known fields: {', '.join(FIELDS)})")
-    if len(data) == 1 and "command" in data:  # the common case, kept quick for bulk files
-        return models.JobSpec(command=parse_command(data["command"]))
     fields = dict(data)
     alias = fields.pop("timeout_sec", None)
     if alias is not None:

@@ -31,7 +31,7 @@ ids = st.text(_ID_CHARS, min_size=1, max_size=spec.MAX_ID_LENGTH).filter(
 commands = st.text(min_size=1, max_size=200).filter(lambda s: s.strip() != "" and "\x00" not in s)
 priorities = st.integers(*spec.INT_RANGE)
 max_retries = st.integers(0, 10_000)
-MAX = spec.MAX_SECONDS
+MAX = config.MAX_SECONDS
 delays = st.one_of(st.integers(0, MAX), st.floats(0, MAX, allow_nan=False, allow_infinity=False))
 timeouts = st.one_of(
     st.integers(1, MAX), st.floats(1e-6, MAX, allow_nan=False, allow_infinity=False)

@@ -28,7 +28,7 @@ def discover(package: str) -> list[Migration]:
     """All migrations of a backend package, in version order."""
     found = []
     directory = os.path.join(package_dir(package), "migrations")  # noqa: PTH118 - see sqlfile
-    for entry in sorted(os.listdir(directory)):  # noqa: PTH208
+    for entry in os.listdir(directory):  # noqa: PTH208 - ordered by version below
         match = _NAME.match(entry)
         if match:
             with open(os.path.join(directory, entry), encoding="utf-8") as file:  # noqa: PTH118, PTH123

@@ -1,9 +1,11 @@
 """Run one command: /bin/sh -c in its own session, output tail-capped, timeout enforced.
 
-The only module that starts a job's process. The command's whole process group is the job: on a
-timeout or an abort it gets SIGTERM, then SIGKILL after a grace period, and whatever is left of the
-group when the command itself exits is killed too, so nothing the job started outlives its attempt.
-It knows nothing of the store.
+The only module that starts (and kills) a job's processes. Every process the command starts is
+the job, whatever session or group it moves to: on a timeout or an abort they all get SIGTERM,
+then SIGKILL after a grace period, and whatever is left when the command itself exits is killed,
+so nothing the job started outlives its attempt. A worker calls adopt_orphans() once, so that a
+job's processes whose parent exits are re-parented to the worker, where they can be found (with
+`setsid cmd &` they leave the group and would otherwise go to init). It knows nothing of the store.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from queuectl import models
+from queuectl import models, proctree
 
 KILL_GRACE = 5.0
 """Seconds between SIGTERM and SIGKILL when a job is stopped."""
+DRAIN_GRACE = 1.0
+"""Seconds the output pipes may stay open once every process of the attempt was killed (only a
+process outside the job's tree, sent a descriptor over a socket, could hold them)."""
+LEFTOVER_CHECK = 0.05
+"""Seconds between looks for processes that outlived the command while its pipes stay open."""
 READ_CHUNK = 65536
 NOT_STARTED_CODES = (126, 127)
 """Exit codes with which /bin/sh says it could not find or execute the command."""
@@ -80,6 +87,8 @@ class _Run:
     stop_reason: models.AttemptEnd | None = None
     term_sent_at: float | None = None
     killed: bool = False
+    drain_until: float | None = None
+    """Once the command has exited and its processes are killed: when to stop reading."""
     # poll(2), not epoll: three fds, and no kernel object to create, fill and close per job
     selector: selectors.BaseSelector = field(default_factory=selectors.PollSelector)
 
@@ -87,6 +96,30 @@ class _Run:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _signal_job(leader: int, sig: int) -> None:
+    """Signal every process of the job.
+
+    That is the command's group, all its descendants (some may have left the group or session),
+    and the orphans this process adopted from it.
+    """
+    _signal_group(leader, sig)
+    adopted = proctree.orphans(leader)
+    proctree.signal_all(proctree.descendants([leader, *adopted]), sig)
+    proctree.signal_all(adopted, sig)
+
+
+def _kill_leftovers(leader: int) -> bool:
+    """After the command exited: SIGKILL what is left of the job; True when something was."""
+    _signal_group(leader, signal.SIGKILL)
+    adopted = proctree.orphans(leader)
+    if not adopted:
+        return False
+    proctree.signal_all(adopted, signal.SIGKILL)
+    proctree.signal_all(proctree.descendants(adopted), signal.SIGKILL)
+    proctree.reap_orphans(leader)  # after the signals: a reaped pid may be reused at once
+    return True
 
 
 def _spawn(
@@ -192,19 +225,35 @@ def _open_pidfd(pid: int) -> int | None:
 
 
 def _escalate(run: _Run, abort: threading.Event | None, kill_grace: float) -> None:
-    """Send TERM when the deadline passes or an abort comes, and KILL after the grace period."""
+    """Send TERM when the deadline passes or an abort comes, and KILL after the grace period.
+
+    Once the command has exited its processes are dead already; then the deadline, an abort or
+    the drain grace only ends the wait for its pipes.
+    """
     now = time.monotonic()
-    if run.stop_reason is None and not run.exited:
-        if run.deadline is not None and now >= run.deadline:
-            run.stop_reason = models.AttemptEnd.TIMEOUT
-        elif abort is not None and abort.is_set():
-            run.stop_reason = models.AttemptEnd.SHUTDOWN
-        if run.stop_reason is not None:
-            _signal_group(run.child.pid, signal.SIGTERM)
-            run.term_sent_at = now
+    timed_out = run.deadline is not None and now >= run.deadline
+    aborted = abort is not None and abort.is_set()
+    if run.exited:
+        _end_drain(run, now, timed_out or aborted)
+        return
+    if run.stop_reason is None and (timed_out or aborted):
+        run.stop_reason = models.AttemptEnd.TIMEOUT if timed_out else models.AttemptEnd.SHUTDOWN
+        _signal_job(run.child.pid, signal.SIGTERM)
+        run.term_sent_at = now
     if run.term_sent_at is not None and not run.killed and now >= run.term_sent_at + kill_grace:
-        _signal_group(run.child.pid, signal.SIGKILL)
+        _signal_job(run.child.pid, signal.SIGKILL)
         run.killed = True
+
+
+def _end_drain(run: _Run, now: float, cut_short: bool) -> None:
+    """The command has exited but its pipes are open: kill what holds them, wait a little."""
+    if not run.selector.get_map():
+        return
+    if _kill_leftovers(run.child.pid):
+        run.drain_until = now + DRAIN_GRACE  # something lived on: its pipes close soon
+    if cut_short or (run.drain_until is not None and now >= run.drain_until):
+        for key in list(run.selector.get_map().values()):
+            run.selector.unregister(key.fd)  # stop waiting: nothing of the job is left
 
 
 def _next_wait(
@@ -214,8 +263,10 @@ def _next_wait(
     waits: list[float] = []
     if run.deadline is not None and run.stop_reason is None:
         waits.append(run.deadline - now)
-    if run.term_sent_at is not None and not run.killed:
+    if run.term_sent_at is not None and not run.killed and not run.exited:
         waits.append(run.term_sent_at + kill_grace - now)
+    if run.exited:
+        waits.append(LEFTOVER_CHECK)  # the pipes stay open: look for what holds them
     if abort is not None or (pidfd is None and not run.exited):
         waits.append(0.05)  # abort is an Event with no fd; without a pidfd exit is polled
     return max(min(waits), 0.0) if waits else None
@@ -224,7 +275,8 @@ def _next_wait(
 def _on_leader_exit(run: _Run) -> None:
     """The command has exited (not yet reaped, so its pgid is still ours): end what it left."""
     run.exited = True
-    _signal_group(run.child.pid, signal.SIGKILL)
+    run.drain_until = time.monotonic() + DRAIN_GRACE
+    _kill_leftovers(run.child.pid)
 
 
 def _pump(run: _Run, pidfd: int | None, abort: threading.Event | None, kill_grace: float) -> None:
@@ -309,10 +361,11 @@ def run(
             try:
                 _pump(job, pidfd, abort, kill_grace)
             except BaseException:
-                _signal_group(child.pid, signal.SIGKILL)  # no job outlives its attempt
+                _signal_job(child.pid, signal.SIGKILL)  # no job outlives its attempt
                 child.reap()
                 raise
             code = child.reap()
+            proctree.reap_orphans(child.pid)
         finally:
             if pidfd is not None:
                 os.close(pidfd)

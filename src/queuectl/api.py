@@ -194,10 +194,9 @@ def stop_workers(
 ) -> StopResult:
     """Ask every live worker to stop (finishing its job, or at once with `now`) and wait for them.
 
-    Workers silent for longer than a lease are dead already: they are forgotten, not waited for.
+    Workers past their own heartbeat deadline are dead already: forgotten, not waited for.
     """
-    cfg = config.from_stored(store.get_config())
-    store.prune_workers(silent_for=cfg.lease)
+    store.prune_workers()
     asked = store.request_stop(None, "now" if now else "graceful")
     deadline = time.monotonic() + timeout
     remaining = list(asked)

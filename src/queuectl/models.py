@@ -99,6 +99,10 @@ class Claim:
     worker_id: str
     host: str
     claimed_at: datetime
+    lease: float = 0.0
+    """Seconds the lease was taken for; each heartbeat extends it by as much (0: not known, as
+    for a claim read back by a rescuer). Carried on the claim so that a config change never
+    makes a running job's heartbeat slower than its lease needs."""
 
 
 @record
@@ -162,6 +166,13 @@ class WorkerInfo:
     heartbeat_at: datetime
     job_id: str | None = None
     stop: str | None = None  # None, "graceful" or "now"
+    expires_at: datetime | None = None
+    """When the worker is presumed dead unless it beats again; it sets this itself at each beat,
+    from its own beat interval, so no other process's view of the config decides it."""
+
+    def stale(self, now: datetime) -> bool:
+        """Whether the worker missed its own deadline (it is dead or frozen)."""
+        return self.expires_at is not None and self.expires_at < now
 
 
 @record
@@ -170,6 +181,8 @@ class HeartbeatReply:
 
     stop: str | None
     lease_held: bool
+    registered_again: bool = False
+    """The worker's row was gone (pruned while it was frozen); the beat registered it again."""
 
 
 @record

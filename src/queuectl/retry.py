@@ -75,3 +75,10 @@ def next_transition(
         run_at=now + timedelta(seconds=delay),
         last_error=error,
     )
+
+
+def describe(job: models.Job, transition: models.Transition) -> str:
+    """Where a job went after an attempt, for the log line."""
+    if transition.state is models.JobState.FAILED and transition.run_at is not None:
+        return f"failed, retry {job.attempts}/{job.max_retries} at {transition.run_at:%H:%M:%S.%f}"
+    return transition.state.value

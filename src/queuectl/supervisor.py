@@ -1,14 +1,14 @@
 """`worker start`: run N worker processes, forward stop signals to them, restart any that crash.
 
 Workers are fresh interpreters (`python -m queuectl worker run`), each in its own session so that
-a terminal's Ctrl+C reaches only the supervisor, which forwards it once: the first signal asks for
-a graceful stop, the second for an immediate one. `--detach` runs this supervisor in the
-background with its log in a file.
+a terminal's Ctrl+C reaches only the supervisor, which forwards it: the first signal asks for a
+graceful stop, the second for an immediate one. A worker that crashes has its job's processes
+killed and is replaced, later and later while it keeps dying at start, until the supervisor gives
+up. `--detach` runs this supervisor in the background with its log in a file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -20,12 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from queuectl import store, worker
+from queuectl import errors, paths, proctree, store, worker
 
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
-"""Seconds before restarting a worker that crashed soon after it started."""
+"""Seconds before restarting a worker that died soon after it started; doubled for each such
+death in a row, up to MAX_RESTART_DELAY."""
+MAX_RESTART_DELAY = 30.0
+QUICK_DEATH = 5.0
+"""A worker that dies within this many seconds of its start counts towards a crash loop."""
+MAX_QUICK_DEATHS = 5
+"""Quick deaths in a row after which the supervisor gives up: it stops the others, exits 1."""
 REAP_INTERVAL = 0.1
 DETACH_TIMEOUT = 15.0
 """Seconds `worker start --detach` waits for its workers to register."""
@@ -41,20 +47,31 @@ def worker_command(db: str, queues: Sequence[str], worker_id: str) -> list[str]:
 
 @dataclass
 class Slot:
-    """One worker slot: its current process and when it started."""
+    """One worker slot: its current process, when it started, how far it was asked to stop."""
 
-    proc: subprocess.Popen[bytes]
-    worker_id: str
+    proc: subprocess.Popen[bytes] | None
+    worker_id: str = ""
     started: float = field(default_factory=time.monotonic)
+    signalled: int = 0
+    """Stop signals sent to this process (1: graceful, 2: now)."""
+    restart_at: float | None = None
+    """When an empty slot gets its next worker (after a crash)."""
 
 
 class Supervisor:
-    """Keeps `count` workers running until they are stopped."""
+    """Keeps `count` workers running until they are stopped.
+
+    Signal handlers only count; each tick of the loop delivers the stop level reached to every
+    live worker that has not had it yet, so a worker started while a signal arrived gets it too,
+    and no worker is started once a stop was asked for.
+    """
 
     def __init__(self, db: str, count: int, queues: Sequence[str]) -> None:
         self.db, self.count, self.queues = db, count, tuple(queues)
         self.slots: list[Slot] = []
         self.signals = 0
+        self.quick_deaths = 0
+        self.exit_code = 0
 
     def _spawn(self) -> Slot:
         worker_id = worker.new_worker_id()
@@ -65,36 +82,89 @@ class Supervisor:
         )
         return Slot(proc, worker_id)
 
-    def _forward(self, signum: int, frame: FrameType | None) -> None:
-        self.signals += 1
-        for slot in self.slots:
-            if slot.proc.poll() is None:
-                slot.proc.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
+    def _count_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1  # only count: see the class docstring
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was asked for (a signal, or giving up)."""
+        return self.signals > 0
 
     def run(self) -> int:
-        """Start the workers and wait until all have exited; return 0."""
+        """Start the workers and wait until all have exited; return the exit code.
+
+        0 when they stopped as asked; 1 when the supervisor gave up on workers that kept dying
+        at start, or when the store was deleted or replaced.
+        """
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._forward)
+            signal.signal(sig, self._count_signal)
         self.slots = [self._spawn() for _ in range(self.count)]
         log.info("supervisor: started %d worker(s) (pid %d)", self.count, os.getpid())
         while self.slots:
             time.sleep(REAP_INTERVAL)
+            self._deliver_stop()
             self.slots = [self._check(slot) for slot in self.slots]
-            self.slots = [slot for slot in self.slots if slot.proc.returncode is None]
+            self.slots = [slot for slot in self.slots if slot.proc is not None or self._waits(slot)]
         log.info("supervisor: all workers stopped")
-        return 0
+        return self.exit_code
+
+    def _waits(self, slot: Slot) -> bool:
+        return slot.restart_at is not None and not self.stopping
+
+    def _deliver_stop(self) -> None:
+        level = min(self.signals, 2)
+        for slot in self.slots:
+            while slot.proc is not None and slot.signalled < level and slot.proc.poll() is None:
+                slot.proc.send_signal(signal.SIGTERM)  # the worker counts: 1 graceful, 2 now
+                slot.signalled += 1
 
     def _check(self, slot: Slot) -> Slot:
-        """Leave a running or cleanly exited worker alone; replace one that crashed."""
-        code = slot.proc.poll()
-        if code is None or code == 0 or self.signals:
+        """Leave a running worker alone; clean up after one that died; restart when due."""
+        if slot.proc is None:
+            if slot.restart_at is not None and time.monotonic() >= slot.restart_at:
+                return self._spawn()
             return slot
+        code = slot.proc.poll()
+        if code is None:
+            return slot
+        if code == worker.EXIT_STORE_GONE:
+            log.error("supervisor: the store was deleted or replaced; stopping every worker")
+            self._give_up()
+            return Slot(None)
+        if code == 0:
+            return Slot(None)  # stopped as asked (a signal, or `worker stop`)
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
-        log.warning("supervisor: worker pid %d died (%s); starting another", slot.proc.pid, how)
         self._clean_up_after(slot.worker_id)
-        if time.monotonic() - slot.started < RESTART_DELAY * 5:
-            time.sleep(RESTART_DELAY)
-        return self._spawn()
+        if self.stopping:
+            log.warning("supervisor: worker pid %d died (%s)", slot.proc.pid, how)
+            return Slot(None)
+        return self._schedule_restart(slot.proc.pid, slot.started, how)
+
+    def _schedule_restart(self, pid: int, started: float, how: str) -> Slot:
+        quick = time.monotonic() - started < QUICK_DEATH
+        self.quick_deaths = self.quick_deaths + 1 if quick else 0
+        if self.quick_deaths >= MAX_QUICK_DEATHS:
+            log.error(
+                "supervisor: workers died %d times in a row within %gs of starting (last: "
+                "%s); giving up (see the lines above for why)",
+                self.quick_deaths,
+                QUICK_DEATH,
+                how,
+            )
+            self._give_up()
+            return Slot(None)
+        delay = min(RESTART_DELAY * 2 ** (self.quick_deaths - 1), MAX_RESTART_DELAY) if quick else 0
+        log.warning(
+            "supervisor: worker pid %d died (%s); starting another%s",
+            pid,
+            how,
+            f" in {delay:g}s" if delay else "",
+        )
+        return Slot(None, restart_at=time.monotonic() + delay)
+
+    def _give_up(self) -> None:
+        self.exit_code = 1
+        self.signals = max(self.signals, 1)  # the others stop gracefully, none is restarted
 
     def _clean_up_after(self, worker_id: str) -> None:
         """Kill what the dead worker's job left running, then let another worker rescue the job.
@@ -102,36 +172,20 @@ class Supervisor:
         The job ran in its own session, so it outlives its worker; killing it first means the
         rescued job never runs twice at the same time.
         """
-        killed = kill_job_processes(worker_id)
+        killed = proctree.kill_marked({"QUEUECTL_WORKER_ID": worker_id})
         if killed:
             log.warning("supervisor: killed %d process(es) left by worker %s", killed, worker_id)
-        db = store.open_store(self.db)
+        try:
+            db = store.open_store(self.db)
+        except errors.StoreUnavailable as exc:
+            log.warning("supervisor: cannot release worker %s: %s", worker_id, exc)
+            return
         try:
             db.release_worker(worker_id)
+        except errors.StoreUnavailable as exc:
+            log.warning("supervisor: cannot release worker %s: %s", worker_id, exc)
         finally:
             db.close()
-
-
-def kill_job_processes(worker_id: str) -> int:
-    """SIGKILL every process whose environment marks it as started by worker `worker_id`.
-
-    Jobs inherit QUEUECTL_WORKER_ID, so this finds a job's whole tree, whatever sessions or
-    groups its processes moved to, and nothing else. Linux /proc only; elsewhere it finds nothing.
-    """
-    marker = f"QUEUECTL_WORKER_ID={worker_id}".encode()
-    killed = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker in environ.split(b"\0"):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-    return killed
 
 
 def detach(db: str, count: int, queues: Sequence[str], log_path: Path) -> int:
@@ -139,9 +193,7 @@ def detach(db: str, count: int, queues: Sequence[str], log_path: Path) -> int:
 
     Returns the supervisor's pid. Raises StoreUnavailable when the workers do not come up.
     """
-    from queuectl import errors
-
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    paths.make_private_dirs(str(log_path.parent))
     args = [sys.executable, "-m", "queuectl", "--db", db, "worker", "start", "--count", str(count)]
     for queue in queues:
         args += ["--queue", queue]

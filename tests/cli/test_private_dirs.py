@@ -1,7 +1,7 @@
 """Directories queuectl creates are private at every level, even under umask 000.
 
 The CLI side of paths.make_private_dirs: the store (for --db) and the supervisor (for --log)
-call it. The --db test is a strict xfail until the store does, so wiring it in flips the test.
+call it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import QUEUECTL, run_cli
-
-WIRED_BY_STORE = pytest.mark.xfail(strict=True, reason="wired in by the store change")
 
 
 def run_open_umask(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -40,7 +38,6 @@ def modes(top: Path, leaf: Path) -> dict[str, int]:
         level = level.parent
 
 
-@WIRED_BY_STORE
 def test_db_in_new_nested_directories_is_private_at_every_level(tmp_path: Path) -> None:
     db = tmp_path / "a" / "b" / "c" / "q.db"
     result = run_open_umask("--db", str(db), "enqueue", "--", "true")

@@ -14,7 +14,6 @@ from queuectl.store.sqlite.store import _Q
 EXPECTED = {
     "claim_job": "queuectl_jobs_runnable",
     "select_next_run_at": "queuectl_jobs_due",
-    "select_next_lease_expiry": "queuectl_jobs_leased",
     "select_expired_claims": "queuectl_jobs_leased",
     "select_job": "sqlite_autoindex_queuectl_jobs_1",
     "finish_job": "INTEGER PRIMARY KEY",

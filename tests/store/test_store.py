@@ -369,7 +369,7 @@ def test_concurrent_claims_never_share_a_job(store, db_path):
 
 
 def test_finish_records_the_attempt_and_completes(store):
-    store.register_worker(worker_info("w1"))
+    store.register_worker(worker_info("w1"), LEASE)
     store.enqueue([new_job("j")])
     c = must_claim(store)
     assert store.list_workers()[0].job_id == "j"
@@ -509,7 +509,7 @@ def test_rescue_ignores_a_live_lease(store):
 
 
 def test_rescue_recovers_an_expired_lease(store):
-    store.register_worker(worker_info("w1"))
+    store.register_worker(worker_info("w1"), LEASE)
     store.enqueue([new_job("j"), new_job("live")])
     c = must_claim(store, "w1", lease=0.001)
     must_claim(store, "w2", lease=LEASE)
@@ -550,10 +550,11 @@ def test_a_rescued_job_is_claimed_again(store):
 
 
 def test_heartbeat_extends_the_lease(store):
-    store.register_worker(worker_info("w1"))
+    store.register_worker(worker_info("w1"), LEASE)
     store.enqueue([new_job("j")])
     c = must_claim(store, "w1", lease=0.001)
-    reply = store.heartbeat("w1", c, LEASE)
+    c = replace(c, lease=LEASE)  # taken for a moment, then extended for LEASE
+    reply = store.heartbeat(worker_info("w1"), c, LEASE)
     assert reply == models.HeartbeatReply(stop=None, lease_held=True)
     lease_end = job(store, "j").lease_expires_at
     assert lease_end is not None
@@ -565,35 +566,62 @@ def test_heartbeat_extends_the_lease(store):
 
 
 def test_heartbeat_reports_a_lost_lease(store):
-    store.register_worker(worker_info("w1"))
+    store.register_worker(worker_info("w1"), LEASE)
     store.enqueue([new_job("j")])
     c = must_claim(store, "w1", lease=0.001)
     [e] = wait_until(lambda: store.expired_claims(10), message="the lease to expire")
     assert store.rescue(e, *lost(e, store))
-    reply = store.heartbeat("w1", c, LEASE)
+    reply = store.heartbeat(worker_info("w1"), c, LEASE)
     assert reply == models.HeartbeatReply(stop=None, lease_held=False)
     assert job(store, "j").lease_expires_at is None
     assert job(store, "j").state is models.JobState.FAILED
 
 
 def test_heartbeat_without_a_claim_and_for_unknown_workers(store):
-    store.register_worker(worker_info("w1"))
-    assert store.heartbeat("w1", None, LEASE) == models.HeartbeatReply(stop=None, lease_held=False)
-    assert store.heartbeat("ghost", None, LEASE) is None
+    store.register_worker(worker_info("w1"), LEASE)
+    idle = models.HeartbeatReply(stop=None, lease_held=False)
+    assert store.heartbeat(worker_info("w1"), None, LEASE) == idle
     before = store.list_workers()[0].heartbeat_at
     wait_until(lambda: store.now() > before, message="the clock to move")
-    store.heartbeat("w1", None, LEASE)
+    store.heartbeat(worker_info("w1"), None, LEASE)
     assert store.list_workers()[0].heartbeat_at > before
+    # A worker whose row is gone (pruned while it was frozen) is registered again.
+    again = store.heartbeat(worker_info("ghost"), None, LEASE)
+    assert again == models.HeartbeatReply(stop=None, lease_held=False, registered_again=True)
+    assert [w.id for w in store.list_workers()] == ["w1", "ghost"]
+
+
+def test_heartbeat_of_a_pruned_worker_still_checks_and_extends_its_lease(store):
+    store.register_worker(worker_info("w1"), LEASE)
+    store.enqueue([new_job("j")])
+    c = must_claim(store, "w1", lease=LEASE)
+    store.deregister_worker("w1")  # as if pruned while frozen, its lease still live
+    reply = store.heartbeat(worker_info("w1"), c, LEASE)
+    assert reply == models.HeartbeatReply(stop=None, lease_held=True, registered_again=True)
+    assert [w.id for w in store.list_workers()] == ["w1"]
+
+
+def test_heartbeat_extends_by_the_claims_own_lease_not_the_workers(store):
+    store.register_worker(worker_info("w1"), 3600)
+    store.enqueue([new_job("j")])
+    c = must_claim(store, "w1", lease=2)
+    assert c.lease == 2
+    store.heartbeat(worker_info("w1"), c, 3600)
+    lease_end = job(store, "j").lease_expires_at
+    assert lease_end is not None
+    assert lease_end - store.now() < timedelta(seconds=2.5)
+    [w] = store.list_workers()
+    assert w.expires_at is not None and w.expires_at - store.now() > timedelta(seconds=3000)
 
 
 def test_heartbeat_reports_a_stop_request(store):
-    store.register_worker(worker_info("w1"))
-    store.register_worker(worker_info("w2"))
+    store.register_worker(worker_info("w1"), LEASE)
+    store.register_worker(worker_info("w2"), LEASE)
     assert store.stop_requested("w1") is None
     assert store.request_stop(["w1"], "graceful") == ["w1"]
     assert store.stop_requested("w1") == "graceful"
     assert store.stop_requested("w2") is None
-    reply = store.heartbeat("w1", None, LEASE)
+    reply = store.heartbeat(worker_info("w1"), None, LEASE)
     assert reply is not None
     assert reply.stop == "graceful"
     assert sorted(store.request_stop(None, "now")) == ["w1", "w2"]
@@ -603,8 +631,8 @@ def test_heartbeat_reports_a_stop_request(store):
 
 
 def test_release_worker_makes_its_claims_rescuable_at_once(store):
-    store.register_worker(worker_info("w1"))
-    store.register_worker(worker_info("w2"))
+    store.register_worker(worker_info("w1"), LEASE)
+    store.register_worker(worker_info("w2"), LEASE)
     store.enqueue([new_job("a"), new_job("b")])
     must_claim(store, "w1", lease=LEASE)
     must_claim(store, "w2", lease=LEASE)
@@ -762,9 +790,9 @@ def test_store_clock_is_utc(store):
 
 
 def test_register_list_and_deregister_workers(store):
-    store.register_worker(worker_info("w1", ("a", "b")))
-    store.register_worker(worker_info("w2"))
-    store.register_worker(worker_info("w1", ("a", "b")))  # again: still one row
+    store.register_worker(worker_info("w1", ("a", "b")), LEASE)
+    store.register_worker(worker_info("w2"), LEASE)
+    store.register_worker(worker_info("w1", ("a", "b")), LEASE)  # again: still one row
     workers = store.list_workers()
     assert [w.id for w in workers] == ["w1", "w2"]
     assert workers[0].queues == ("a", "b")
@@ -773,21 +801,22 @@ def test_register_list_and_deregister_workers(store):
     assert [w.id for w in store.list_workers()] == ["w2"]
 
 
-def test_prune_forgets_only_silent_workers(store):
-    store.register_worker(worker_info("old"))
-    assert store.prune_workers(silent_for=3600) == 0
-    heard = store.list_workers()[0].heartbeat_at
-    wait_until(
-        lambda: store.now() - heard > timedelta(seconds=1.0), message="'old' to be silent for 1 s"
-    )
-    store.register_worker(worker_info("fresh"))
-    assert store.prune_workers(silent_for=0.5) == 1
+def test_prune_forgets_only_workers_past_their_own_deadline(store):
+    store.register_worker(worker_info("old"), 0.2)
+    store.register_worker(worker_info("me"), 0.2)
+    store.register_worker(worker_info("fresh"), 3600)
+    assert store.prune_workers() == 0
+    [old] = [w for w in store.list_workers() if w.id == "old"]
+    assert old.expires_at is not None and not old.stale(store.now() - timedelta(seconds=1))
+    wait_until(lambda: old.stale(store.now()), message="'old' to miss its deadline")
+    assert store.prune_workers(exclude="me") == 1  # a worker never prunes itself
+    assert [w.id for w in store.list_workers()] == ["me", "fresh"]
+    assert store.prune_workers() == 1
     assert [w.id for w in store.list_workers()] == ["fresh"]
-    assert store.heartbeat("old", None, LEASE) is None
 
 
 def test_new_work_wakes_an_idle_worker(store, db_path):
-    store.register_worker(worker_info("w1"))
+    store.register_worker(worker_info("w1"), LEASE)
     other = open_store(db_path)
     try:
         other.enqueue([new_job("j")])

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from queuectl import api, models, worker
+from queuectl import api, heartbeat, models, worker
 from queuectl.models import AttemptEnd, JobSpec, JobState
 from queuectl.store import Store, open_store
 from tests.helpers import wait_until
-
-FAR = float("inf")
-"""A maintenance deadline that never comes: the worker always claims ahead."""
 
 
 def _job(store: Store, job_id: str) -> models.Job:
@@ -35,7 +33,7 @@ def test_a_busy_worker_finishes_and_claims_in_one_go(db_path: Path, store: Store
         seen = []
         while claim is not None:
             seen.append(claim.job.id)
-            claim = w._process(db, claim, FAR)
+            claim = w._process(db, claim)
     finally:
         db.close()
     assert seen == ids  # each next job came back from the previous one's finish
@@ -44,22 +42,18 @@ def test_a_busy_worker_finishes_and_claims_in_one_go(db_path: Path, store: Store
         assert [a.end for a in store.attempts(job_id)] == [AttemptEnd.SUCCEEDED]
 
 
-def test_no_job_is_claimed_ahead_once_a_stop_is_asked_or_maintenance_is_due(
-    db_path: Path, store: Store
-):
+def test_no_job_is_claimed_ahead_once_a_stop_is_asked(db_path: Path, store: Store):
     api.enqueue(store, [JobSpec(id=f"j{i}", command="true") for i in range(3)])
     w = worker.Worker(str(db_path))
     db = open_store(db_path)
     try:
         first = db.claim(w.id, w.info.host, None, 60)
         assert first is not None
-        assert w._process(db, first, 0.0) is None  # maintenance due: the loop claims after it
-        second = db.claim(w.id, w.info.host, None, 60)
-        assert second is not None
         w.request_stop("graceful")
-        assert w._process(db, second, FAR) is None
+        assert w._process(db, first) is None
     finally:
         db.close()
+    assert _job(store, "j1").state is JobState.PENDING
     assert _job(store, "j2").state is JobState.PENDING
 
 
@@ -74,7 +68,7 @@ def test_stop_now_returns_a_job_claimed_ahead_without_starting_it(
         claim = db.claim(w.id, w.info.host, None, 60)
         assert claim is not None
         w.request_stop("now")  # as if it came just after the previous job's finish
-        assert w._process(db, claim, FAR) is None
+        assert w._process(db, claim) is None
     finally:
         db.close()
     assert not marker.exists()
@@ -92,7 +86,7 @@ class _SwitchingStore:
         self._real = real
         self._on_heartbeat = on_heartbeat
 
-    def heartbeat(self, *args: Any) -> models.HeartbeatReply | None:
+    def heartbeat(self, *args: Any) -> models.HeartbeatReply:
         reply = self._real.heartbeat(*args)
         self._on_heartbeat()
         return reply
@@ -104,24 +98,25 @@ class _SwitchingStore:
 def test_a_late_lost_lease_report_does_not_abort_the_next_job(db_path: Path, store: Store):
     api.enqueue(store, [JobSpec(id="old", command="true"), JobSpec(id="new", command="true")])
     w = worker.Worker(str(db_path))
-    store.register_worker(w.info)
+    store.register_worker(w.info, 60)
     old = store.claim(w.id, w.info.host, None, 60)
     new = store.claim(w.id, w.info.host, None, 60)
     assert old is not None and new is not None
     store.release_worker(w.id)  # old's lease runs out and another worker rescues the job
-    store.register_worker(w.info)
+    store.register_worker(w.info, 60)
     [expired, _] = store.expired_claims(10)
     out = models.Outcome(end=AttemptEnd.WORKER_LOST, started_at=store.now(), ended_at=store.now())
     assert store.rescue(expired, out, models.Transition(state=JobState.FAILED, attempts=1))
-    w._current = old
+    beats = heartbeat.Heartbeat(w, str(db_path))
+    w._hold(old, time.monotonic())
 
     def move_on() -> None:
-        w._current = new  # the main thread finished `old` and started `new` meanwhile
+        w._hold(new, time.monotonic())  # the main thread finished `old` and started `new`
 
-    w._beat(_SwitchingStore(store, move_on))
+    beats.beat(cast(Store, _SwitchingStore(store, move_on)), w.current())
     assert not w.job_abort.is_set()
-    w._current = old
-    w._beat(store)  # reported while `old` is still the current job: that one is stopped
+    w._hold(old, time.monotonic())
+    beats.beat(store, w.current())  # reported while `old` is still the current job: stopped
     assert w.job_abort.is_set()
 
 
@@ -132,7 +127,7 @@ def _log_generation(db_path: Path) -> bytes:
         return wal.read(24)[12:24]
 
 
-def test_the_heartbeat_thread_checkpoints_so_the_log_starts_over(db_path: Path):
+def test_the_maintenance_thread_checkpoints_so_the_log_starts_over(db_path: Path):
     # A connection that defers upkeep writes ~1,700 log pages: past SQLite's own threshold
     # (1,000), short of the deferring connections' safety net (4,000), so nothing checkpoints.
     writer = open_store(db_path)
@@ -141,8 +136,8 @@ def test_the_heartbeat_thread_checkpoints_so_the_log_starts_over(db_path: Path):
     before = _log_generation(db_path)
     writer.set_config("poll_interval", "1")
     assert _log_generation(db_path) == before  # a write alone does not start the log over
-    # An idle worker (not serving that queue): its heartbeat thread's upkeep checkpoints. The
-    # first beat, whose own commit could checkpoint too, comes only after lease / 3 = 10 s.
+    # An idle worker (not serving that queue): its maintenance thread's upkeep checkpoints.
+    # The first beat, whose own commit could checkpoint too, comes only after lease / 3 = 10 s.
     w = worker.Worker(str(db_path), queues=["default"])
     runner = threading.Thread(target=w.run)
     runner.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,9 @@ def start(
         )
         return
     _log_to_stderr()
-    supervisor.Supervisor(db, count, queues).run()
+    code = supervisor.Supervisor(db, count, queues).run()
+    if code:
+        sys.exit(code)  # it gave up on crashing workers, or the store went away
 
 
 @worker.command(hidden=True)
@@ -89,7 +92,9 @@ def run(obj: Any, queues: tuple[str, ...], worker_id: str | None) -> None:
     from queuectl import worker as worker_module
 
     _log_to_stderr()
-    worker_module.run_worker(obj.db, queues, worker_id)
+    code = worker_module.run_worker(obj.db, queues, worker_id)
+    if code:
+        sys.exit(code)  # its supervisor starts no other: the store went away
 
 
 @worker.command()

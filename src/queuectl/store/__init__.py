@@ -10,10 +10,12 @@ from queuectl.store.base import Store
 __all__ = ["Store", "open_store"]
 
 
-def open_store(location: str | os.PathLike[str]) -> Store:
+def open_store(location: str | os.PathLike[str], create: bool = True) -> Store:
     """Open (creating and migrating when needed) the store at `location`.
 
     A PostgreSQL URL (postgresql://…) names a server; anything else is a SQLite file path.
+    With `create` False a missing store is an error (StoreUnavailable), not made anew: for a
+    worker's second and third connections, which must never start a store of their own.
     """
     text = os.fspath(location)
     if text.startswith(("postgres://", "postgresql://")):
@@ -22,6 +24,6 @@ def open_store(location: str | os.PathLike[str]) -> Store:
         )
     from queuectl.store.sqlite.store import SqliteStore
 
-    store = SqliteStore(text)
+    store = SqliteStore(text, create=create)
     store.migrate()
     return store

@@ -22,6 +22,14 @@ class Store(Protocol):
     def now(self) -> datetime:
         """The store's clock, which every stored time uses."""
 
+    def still_current(self) -> bool:
+        """Whether this connection still reaches the store its location names.
+
+        SQLite: False once the file was deleted or replaced (this connection would go on with
+        the old file while everyone else uses a new one). Safe to call from any thread: it never
+        uses the connection.
+        """
+
     def defer_upkeep(self) -> None:
         """Keep this connection's writes fast: leave storage upkeep to `upkeep()` calls.
 
@@ -60,16 +68,14 @@ class Store(Protocol):
         idle workers, so an idle worker never needs to wait for one.
         """
 
-    def next_lease_expiry(self) -> datetime | None:
-        """When the earliest lease of a processing job runs out; None when nothing is processing."""
-
     def heartbeat(
-        self, worker_id: str, claim: models.Claim | None, lease: float
-    ) -> models.HeartbeatReply | None:
-        """Mark the worker alive and extend its claim's lease by `lease` s from now.
+        self, worker: models.WorkerInfo, claim: models.Claim | None, ttl: float
+    ) -> models.HeartbeatReply:
+        """Mark the worker alive for `ttl` s more and extend its claim's lease by `claim.lease` s.
 
-        Returns None when the worker is not registered (it was pruned), else its stop request and
-        whether the claim still owns its job.
+        In one transaction. A worker whose row is gone (pruned while frozen) is registered
+        again. Returns its stop request and whether the claim still owns its job: checked
+        whether or not the row was there.
         """
 
     def stop_requested(self, worker_id: str) -> str | None:
@@ -110,8 +116,12 @@ class Store(Protocol):
         was changed.
         """
 
-    def wait_for_work(self, timeout: float) -> None:
-        """Block until new work may have arrived (a wake-up) or `timeout` seconds pass."""
+    def wait_for_work(self, timeout: float, interrupt: int | None = None) -> None:
+        """Block until new work may have come, `timeout` seconds pass, or `interrupt` is readable.
+
+        New work: a wake-up from enqueue, a retry, a stop request. `interrupt` is a file
+        descriptor of the caller's (its signal pipe), which the caller drains.
+        """
 
     # --- jobs: read path ---------------------------------------------------
     def get_job(self, job_id: str) -> models.Job | None:
@@ -134,14 +144,17 @@ class Store(Protocol):
         """
 
     # --- workers and config ------------------------------------------------
-    def register_worker(self, info: models.WorkerInfo) -> None:
-        """Record a live worker (again, if it was pruned) and start listening for wake-ups."""
+    def register_worker(self, info: models.WorkerInfo, ttl: float) -> None:
+        """Record a live worker, presumed dead after `ttl` s without a heartbeat.
+
+        Also starts listening for wake-ups, which wait_for_work() waits for.
+        """
 
     def deregister_worker(self, worker_id: str) -> None:
         """Forget a worker that is exiting."""
 
-    def prune_workers(self, silent_for: float) -> int:
-        """Forget workers silent for more than `silent_for` seconds; return how many."""
+    def prune_workers(self, exclude: str | None = None) -> int:
+        """Forget workers past their own deadline (`expires_at`), except `exclude`; say how many."""
 
     def release_worker(self, worker_id: str) -> None:
         """A worker is known dead: forget it and make its claims rescuable at once."""

@@ -60,12 +60,6 @@ SELECT min(run_at) AS run_at
    AND run_at > created_at
    AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)));
 
--- name: select_next_lease_expiry :one
--- When the earliest lease runs out (NULL when nothing is processing).
-SELECT min(lease_expires_at) AS lease_expires_at
-  FROM queuectl_jobs INDEXED BY queuectl_jobs_leased
- WHERE state = 'processing';
-
 -- name: extend_lease :rowcount
 -- Push a claim's lease forward; 0 rows means the claim no longer owns the job.
 UPDATE queuectl_jobs
@@ -76,9 +70,11 @@ UPDATE queuectl_jobs
    AND run_count = :run_count;
 
 -- name: touch_worker :one
--- Mark a worker alive and return its pending stop request; no row means it was pruned.
+-- Mark a worker alive until :expires_at and return its pending stop request; no row means it
+-- was pruned (it was frozen or cut off past its deadline).
 UPDATE queuectl_workers
-   SET heartbeat_at = :now
+   SET heartbeat_at = :now,
+       expires_at   = :expires_at
  WHERE id = :worker_id
 RETURNING stop;
 
@@ -192,17 +188,23 @@ RETURNING id;
 
 -- name: upsert_worker :exec
 -- Register a worker, or re-register one that was pruned while it was frozen.
-INSERT INTO queuectl_workers (id, host, pid, queues, started_at, heartbeat_at, wake_addr)
-VALUES (:id, :host, :pid, :queues, :started_at, :now, :wake_addr)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+INSERT INTO queuectl_workers (
+    id, host, pid, queues, started_at, heartbeat_at, expires_at, wake_addr
+)
+VALUES (:id, :host, :pid, :queues, :started_at, :now, :expires_at, :wake_addr)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+                               expires_at   = excluded.expires_at,
+                               wake_addr    = excluded.wake_addr;
 
 -- name: delete_worker :exec
 -- Deregister a worker.
 DELETE FROM queuectl_workers WHERE id = :worker_id;
 
 -- name: prune_workers :rowcount
--- Forget workers whose heartbeat stopped long ago (they died without deregistering).
-DELETE FROM queuectl_workers WHERE heartbeat_at < :before;
+-- Forget workers past their own deadline (they died without deregistering), never the caller.
+DELETE FROM queuectl_workers
+ WHERE expires_at < :now
+   AND (:exclude IS NULL OR id != :exclude);
 
 -- name: list_workers :many
 -- Every registered worker, oldest first, with the job it runs (derived, so claims write less).

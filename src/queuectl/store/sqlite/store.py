@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from queuectl import errors, models
+from queuectl import errors, models, paths
 from queuectl.store import migrate as migrations
 from queuectl.store import sqlfile, wakeup
 
@@ -99,6 +99,7 @@ def _worker(row: sqlite3.Row) -> models.WorkerInfo:
         heartbeat_at=_dt(row["heartbeat_at"]),
         job_id=row["job_id"],
         stop=row["stop"],
+        expires_at=_dt(row["expires_at"]),
     )
 
 
@@ -108,9 +109,18 @@ def _create_private(path: str) -> None:
         return
     parent = os.path.dirname(path)  # noqa: PTH120
     if parent:
-        os.makedirs(parent, mode=0o700, exist_ok=True)  # noqa: PTH103
+        paths.make_private_dirs(parent)  # every level owner-only, whatever the umask
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """Which file `path` names now (device and inode); None when it names none."""
+    try:
+        info = os.stat(path)  # noqa: PTH116 - pathlib costs the CLI 4 ms to import
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -143,8 +153,10 @@ def _unavailable_on_error(path: str) -> Iterator[None]:
 class SqliteStore:
     """The Store contract on a SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], create: bool = True) -> None:
         self.path = path = os.fspath(path)
+        if not create and not os.path.exists(path):  # noqa: PTH110 - see _create_private
+            raise errors.StoreUnavailable(f"db: {path} does not exist (was it deleted?)")
         try:
             _create_private(path)
             # busy_timeout 0: every wait for the lock is ours (see _execute)
@@ -154,6 +166,7 @@ class SqliteStore:
         self._db.row_factory = sqlite3.Row
         self._listener: wakeup.Listener | None = None
         self._durable = True
+        self._identity = _identity(path)
         try:
             # WAL is persistent; switching needs an exclusive lock, so several processes opening
             # a fresh file at once wait for each other in _execute.
@@ -260,8 +273,12 @@ class SqliteStore:
 
     def close(self) -> None:
         if self._listener is not None:
-            self._listener.close()
+            wakeup.close_listener()
+            self._listener = None
         self._db.close()
+
+    def still_current(self) -> bool:
+        return self._identity is not None and _identity(self.path) == self._identity
 
     def now(self) -> datetime:
         return _dt(self._now_us())
@@ -354,33 +371,36 @@ class SqliteStore:
         )
         if row is None:
             return None
-        return models.Claim(job=_job(row), worker_id=worker_id, host=host, claimed_at=_dt(now))
+        return models.Claim(
+            job=_job(row), worker_id=worker_id, host=host, claimed_at=_dt(now), lease=lease
+        )
 
     def next_run_at(self, queues: Sequence[str] | None) -> datetime | None:
         row = self._one("select_next_run_at", queues=_json_list(queues))
         return None if row is None else _maybe_dt(row["run_at"])
 
-    def next_lease_expiry(self) -> datetime | None:
-        row = self._one("select_next_lease_expiry")
-        return None if row is None else _maybe_dt(row["lease_expires_at"])
-
     def heartbeat(
-        self, worker_id: str, claim: models.Claim | None, lease: float
-    ) -> models.HeartbeatReply | None:
+        self, worker: models.WorkerInfo, claim: models.Claim | None, ttl: float
+    ) -> models.HeartbeatReply:
         now = self._now_us()
+        expires_at = now + int(ttl * 1_000_000)
         with self._write(durable=False):
-            row = self._one("touch_worker", worker_id=worker_id, now=now)
+            row = self._one("touch_worker", worker_id=worker.id, now=now, expires_at=expires_at)
+            if row is None:
+                self._upsert_worker(worker, now, expires_at)
             held = claim is not None and (
                 self._run(
                     "extend_lease",
-                    lease_expires_at=now + int(lease * 1_000_000),
+                    lease_expires_at=now + int(claim.lease * 1_000_000),
                     **self._claim_key(claim),
                 )
                 == 1
             )
-        if row is None:
-            return None
-        return models.HeartbeatReply(stop=row["stop"], lease_held=held)
+        return models.HeartbeatReply(
+            stop=None if row is None else row["stop"],
+            lease_held=held,
+            registered_again=row is None,
+        )
 
     def stop_requested(self, worker_id: str) -> str | None:
         row = self._one("select_worker_stop", worker_id=worker_id)
@@ -477,11 +497,11 @@ class SqliteStore:
         self._wake_after(rescued, transition)
         return rescued
 
-    def wait_for_work(self, timeout: float) -> None:
-        if self._listener is None:
-            time.sleep(max(timeout, 0.0))
+    def wait_for_work(self, timeout: float, interrupt: int | None = None) -> None:
+        if self._listener is not None:
+            self._listener.wait(timeout, interrupt)
         else:
-            self._listener.wait(timeout)
+            wakeup.sleep(timeout, interrupt)
 
     # --- jobs: read path ---------------------------------------------------------
     def get_job(self, job_id: str) -> models.Job | None:
@@ -516,29 +536,32 @@ class SqliteStore:
         return [row["id"] for row in rows]
 
     # --- workers and config ------------------------------------------------------
-    def register_worker(self, info: models.WorkerInfo) -> None:
-        if self._listener is None:
-            self._listener = wakeup.Listener()
+    def register_worker(self, info: models.WorkerInfo, ttl: float) -> None:
+        self._listener = wakeup.listener()
+        now = self._now_us()
         with self._write(durable=False):
-            self._run(
-                "upsert_worker",
-                id=info.id,
-                host=info.host,
-                pid=info.pid,
-                queues=json.dumps(list(info.queues)),
-                started_at=_us(info.started_at),
-                now=self._now_us(),
-                wake_addr=self._listener.address,
-            )
+            self._upsert_worker(info, now, now + int(ttl * 1_000_000))
+
+    def _upsert_worker(self, info: models.WorkerInfo, now: int, expires_at: int) -> None:
+        self._run(
+            "upsert_worker",
+            id=info.id,
+            host=info.host,
+            pid=info.pid,
+            queues=json.dumps(list(info.queues)),
+            started_at=_us(info.started_at),
+            now=now,
+            expires_at=expires_at,
+            wake_addr=wakeup.listener().address,
+        )
 
     def deregister_worker(self, worker_id: str) -> None:
         with self._write(durable=False):
             self._run("delete_worker", worker_id=worker_id)
 
-    def prune_workers(self, silent_for: float) -> int:
-        before = self._now_us() - int(silent_for * 1_000_000)
+    def prune_workers(self, exclude: str | None = None) -> int:
         with self._write(durable=False):
-            return self._run("prune_workers", before=before)
+            return self._run("prune_workers", now=self._now_us(), exclude=exclude)
 
     def release_worker(self, worker_id: str) -> None:
         with self._write(durable=False):

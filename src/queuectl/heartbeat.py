@@ -1,0 +1,141 @@
+"""A worker's heartbeat thread: keep its registration and its claim's lease alive.
+
+It beats on its own connection, often enough for both deadlines it keeps:
+- the worker's row, presumed dead after `lease` s (the config value at the beat) and so beaten
+  every lease / 3;
+- the running claim's lease, taken for `claim.lease` s and so extended every claim.lease / 3,
+  whatever the config says meanwhile.
+A beat checks the claim's lease whether or not the row was there (a frozen worker's row may have
+been pruned; the beat registers it again), and stops the job as soon as the lease is lost. When
+beats fail (a full disk, a broken file), the job is stopped once its lease has run out without
+renewal, because by then another worker may have rescued it. While a job runs, the thread also
+looks for stop requests every TICK. It survives any error: it logs once and tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Protocol
+
+from queuectl import config, errors, models, outage, store
+
+log = logging.getLogger(__name__)
+
+TICK = 0.2
+"""Seconds between the thread's looks at its deadlines and, while a job runs, at stop requests."""
+
+
+class Lease:
+    """The worker's running claim and the heartbeat's bookkeeping of it (monotonic times)."""
+
+    __slots__ = ("claim", "held_until", "next_beat")
+
+    def __init__(self, claim: models.Claim, taken_at: float) -> None:
+        self.claim = claim
+        self.held_until = taken_at + claim.lease
+        """When the lease runs out unless a beat extends it."""
+        self.next_beat = taken_at + claim.lease / 3
+
+
+class Owner(Protocol):
+    """What the heartbeat needs of its worker."""
+
+    info: models.WorkerInfo
+    cfg: config.Config
+    exiting: threading.Event
+
+    def current(self) -> Lease | None:
+        """The running claim, if any."""
+
+    def abort_if_current(self, claim: models.Claim, why: str) -> None:
+        """Stop the job of `claim` if it is still the running one."""
+
+    def request_stop(self, mode: str) -> None:
+        """Stop claiming ('graceful'), and stop the running job too ('now')."""
+
+    def poll_signals(self) -> None:
+        """Act on stop signals that arrived."""
+
+
+class Heartbeat:
+    """The heartbeat thread of one worker (start(), then join() once owner.exiting is set)."""
+
+    def __init__(self, owner: Owner, location: str) -> None:
+        self.owner = owner
+        self.location = location
+        self.next_row_beat = 0.0
+        self._parent = os.getppid()
+        self._outage = outage.Outage(log, f"worker {owner.info.id}: heartbeat")
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        """Start beating (the worker has registered, so the first beat is due in lease / 3)."""
+        self.next_row_beat = time.monotonic() + self.owner.cfg.lease / 3
+        self._thread.start()
+
+    def join(self) -> None:
+        """Wait for the thread to end (after owner.exiting was set)."""
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        db: store.Store | None = None
+        try:
+            while not self.owner.exiting.wait(TICK):
+                self.owner.poll_signals()
+                if os.getppid() != self._parent:
+                    self.owner.request_stop("graceful")  # the supervisor is gone
+                try:
+                    db = db or store.open_store(self.location, create=False)
+                    self.tick(db)
+                    self._outage.recovered()
+                except Exception as exc:  # noqa: BLE001 - a dead heartbeat would let leases lapse
+                    self._outage.failed(exc)
+                    if db is not None and not isinstance(exc, errors.StoreUnavailable):
+                        db.close()  # something unexpected: start again on a fresh connection
+                        db = None
+                self.fence()
+        finally:
+            if db is not None:
+                db.close()
+
+    def tick(self, db: store.Store) -> None:
+        """Beat when a deadline needs it; else, while a job runs, look for a stop request."""
+        lease = self.owner.current()
+        now = time.monotonic()
+        if now >= self.next_row_beat or (lease is not None and now >= lease.next_beat):
+            self.beat(db, lease)
+        elif lease is not None:
+            stop = db.stop_requested(self.owner.info.id)
+            if stop is not None:
+                self.owner.request_stop(stop)
+
+    def beat(self, db: store.Store, lease: Lease | None) -> None:
+        """One heartbeat: the row, the claim's lease, and the stop request it returns."""
+        ttl = self.owner.cfg.lease
+        started = time.monotonic()
+        reply = db.heartbeat(self.owner.info, None if lease is None else lease.claim, ttl)
+        self.next_row_beat = started + ttl / 3
+        if reply.registered_again:
+            log.warning(
+                "worker %s: registered again (it was silent past its deadline, so it had been "
+                "forgotten; was it frozen?)",
+                self.owner.info.id,
+            )
+        if lease is not None:
+            if reply.lease_held:
+                lease.held_until = started + lease.claim.lease
+                lease.next_beat = started + lease.claim.lease / 3
+            else:
+                self.owner.abort_if_current(lease.claim, "its lease was lost (it was rescued)")
+        if reply.stop is not None:
+            self.owner.request_stop(reply.stop)
+
+    def fence(self) -> None:
+        """Stop a job whose lease ran out without renewal: another worker may run it now."""
+        lease = self.owner.current()
+        if lease is not None and time.monotonic() >= lease.held_until:
+            self.owner.abort_if_current(lease.claim, "its lease ran out before a heartbeat")

@@ -1,0 +1,145 @@
+"""A worker's maintenance thread: config, rescue, pruning, storage upkeep, a replaced store.
+
+Every worker runs it, busy or idle, on its own connection, so a dead worker's job is recovered
+within a second of its lease running out even while every live worker is busy:
+- every SWEEP_INTERVAL: reload the config (running workers pick up changes); rescue expired
+  claims, first killing what is left of their jobs on this host, so a job never runs twice at
+  the same time here; forget workers past their own deadline (never this one);
+- every TICK: stop the worker when its store was deleted or replaced; the storage upkeep
+  (SQLite: checkpoints) that the claim-run-finish connection leaves to this thread.
+Like the heartbeat, it survives any error: it logs once and tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from queuectl import config, errors, models, outage, proctree, retry, store
+
+log = logging.getLogger(__name__)
+
+TICK = 0.2
+"""Seconds between storage upkeep calls."""
+SWEEP_INTERVAL = 1.0
+"""Seconds between looks for expired leases, dead workers, config changes and a replaced store."""
+RESCUE_BATCH = 20
+
+
+class Owner(Protocol):
+    """What maintenance needs of its worker."""
+
+    info: models.WorkerInfo
+    cfg: config.Config
+    exiting: threading.Event
+
+    def store_gone(self) -> None:
+        """The store was deleted or replaced: stop at once."""
+
+    def still_current(self) -> bool:
+        """Whether the worker's own connection still reaches the store its location names."""
+
+
+def job_markers(claim: models.Claim) -> dict[str, str]:
+    """The environment entries that every process of a claim's attempt carries."""
+    return {
+        "QUEUECTL_WORKER_ID": claim.worker_id,
+        "QUEUECTL_JOB_ID": claim.job.id,
+        "QUEUECTL_ATTEMPT": str(claim.job.run_count),
+    }
+
+
+class Maintenance:
+    """The maintenance thread of one worker (start(), then join() once owner.exiting is set)."""
+
+    def __init__(self, owner: Owner, location: str) -> None:
+        self.owner = owner
+        self.location = location
+        self.next_sweep = 0.0
+        self._outage = outage.Outage(log, f"worker {owner.info.id}: maintenance")
+        self._upkeep_outage = outage.Outage(log, f"worker {owner.info.id}: checkpoint")
+        self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def join(self) -> None:
+        """Wait for the thread to end (after owner.exiting was set)."""
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        db: store.Store | None = None
+        try:
+            while not self.owner.exiting.wait(TICK):
+                if not self.owner.still_current():  # looked at first: no connection needed
+                    self.owner.store_gone()
+                    continue
+                try:
+                    db = db or store.open_store(self.location, create=False)
+                    self.tick(db)
+                    self._outage.recovered()
+                except Exception as exc:  # noqa: BLE001 - maintenance must outlive any error
+                    self._outage.failed(exc)
+                    if db is not None and not isinstance(exc, errors.StoreUnavailable):
+                        db.close()
+                        db = None
+        finally:
+            if db is not None:
+                db.close()
+
+    def tick(self, db: store.Store) -> None:
+        """Upkeep now; the sweep when it is due."""
+        self.upkeep(db)
+        if time.monotonic() >= self.next_sweep:
+            self.next_sweep = time.monotonic() + SWEEP_INTERVAL
+            self.sweep(db)
+
+    def upkeep(self, db: store.Store) -> None:
+        """Storage upkeep; its failures (a full disk) are logged apart and never stop the sweep."""
+        try:
+            db.upkeep()
+            self._upkeep_outage.recovered()
+        except errors.StoreUnavailable as exc:
+            self._upkeep_outage.failed(exc)
+
+    def sweep(self, db: store.Store) -> None:
+        """Config, a replaced store, expired claims, dead workers."""
+        self.owner.cfg = config.from_stored(db.get_config())
+        for claim in db.expired_claims(RESCUE_BATCH):
+            self.rescue(db, claim)
+        db.prune_workers(exclude=self.owner.info.id)
+
+    def rescue(self, db: store.Store, claim: models.Claim) -> bool:
+        """Recover one expired claim: kill what is left of its attempt here, then retry it."""
+        if claim.host == self.owner.info.host:
+            killed = proctree.kill_marked(job_markers(claim))
+            if killed:
+                log.warning(
+                    "job %s attempt %d: killed %d process(es) left by worker %s",
+                    claim.job.id,
+                    claim.job.run_count,
+                    killed,
+                    claim.worker_id,
+                )
+        now = db.now()
+        lost = models.Outcome(
+            end=models.AttemptEnd.WORKER_LOST,
+            started_at=claim.claimed_at,
+            ended_at=now,
+            error=f"worker {claim.worker_id} lost (its lease expired)",
+        )
+        transition = retry.next_transition(claim.job, lost, self.owner.cfg, now)
+        rescued = db.rescue(claim, lost, transition)
+        if rescued:
+            log.warning(
+                "job %s attempt %d: worker %s lost -> %s",
+                claim.job.id,
+                claim.job.run_count,
+                claim.worker_id,
+                retry.describe(claim.job, transition),
+            )
+        return rescued

@@ -154,7 +154,10 @@ class Worker:
     # --- the loop ---------------------------------------------------------------------
     def run(self) -> int:
         """Register, then claim and run jobs until a stop request; always deregister."""
-        proctree.adopt_orphans()
+        if threading.current_thread() is threading.main_thread():
+            # The worker owns its process: its children are its jobs. (A worker run in a thread,
+            # as tests do, must not make the whole process the parent of every orphan.)
+            proctree.adopt_orphans()
         db = self._db = store.open_store(self.db)
         db.defer_upkeep()  # the maintenance thread does it, off the claim-run-finish path
         beats = heartbeat.Heartbeat(self, self.db)

@@ -108,9 +108,8 @@ def list_jobs(
     queue: str | None = None,
     limit: int = 50,
 ) -> list[models.Job]:
-    """Jobs newest first, optionally of one state and queue."""
-    if limit < 1:
-        raise errors.FieldError("limit", f"must be a whole number >= 1 (got {limit})")
+    """Jobs newest first, optionally of one state and queue. Raises FieldError for a bad limit."""
+    limit = spec.parse_limit(limit)
     if queue is not None:
         queue = spec.parse_queue(queue)
     return store.list_jobs(models.JobFilter(state=state, queue=queue), limit)
@@ -195,7 +194,9 @@ def stop_workers(
     """Ask every live worker to stop (finishing its job, or at once with `now`) and wait for them.
 
     Workers past their own heartbeat deadline are dead already: forgotten, not waited for.
+    A bad `timeout` (negative, not finite, over a day) raises FieldError before anything is written.
     """
+    timeout = spec.parse_wait(timeout)
     store.prune_workers()
     asked = store.request_stop(None, "now" if now else "graceful")
     deadline = time.monotonic() + timeout

@@ -1,7 +1,9 @@
-"""Turn user input (a JSON object, flags, JSON lines) into checked JobSpecs.
+"""Turn user input (a JSON object, flags, JSON lines) into checked JobSpecs; check arguments.
 
-Every mistake raises FieldError naming the field (and the line, for JSON lines) and the fix.
-No I/O beyond reading the stream it is given.
+The arguments are the other values commands take: list limits, attempt numbers, job ids to
+look up, stop timeouts. Commands check them before they open the store, so a refused command
+creates nothing. Every mistake raises FieldError naming the field (and the line, for JSON
+lines) and the fix. No I/O beyond reading the stream it is given.
 """
 
 from __future__ import annotations
@@ -36,39 +38,55 @@ INT_RANGE = (-(2**31), 2**31 - 1)
 _ID_RE = re.compile(r"[^\s\x00-\x1f\x7f]+")
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _ENV_NAME_RE = re.compile(r"[^=\x00]+")
+MAX_LIST_LIMIT = 1_000_000
+"""The most jobs one `list` prints; SQLite's LIMIT overflows past 2**63 - 1."""
+MAX_STOP_WAIT = 86_400.0
+"""The longest `worker stop` waits for workers to exit, in seconds (a day)."""
+_SHOWN = 60
+"""Characters of a refused value an error message repeats."""
 
 
 def _fail(field: str, problem: str) -> errors.FieldError:
     return errors.FieldError(field, problem)
 
 
+def _show(value: Any) -> str:
+    """A refused value as JSON: control, invisible and non-ASCII characters escaped, cut short."""
+    try:
+        text = json.dumps(value)
+    except ValueError:  # an int past Python's 4300-digit str() limit
+        return "a number too long to show"
+    except TypeError:
+        text = json.dumps(repr(value))
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
 def _integer(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(name, f"must be a whole number (got {json.dumps(value)})")
+        raise _fail(name, f"must be a whole number (got {_show(value)})")
     if not low <= value <= high:
-        raise _fail(name, f"must be between {low} and {high} (got {value})")
+        raise _fail(name, f"must be a whole number from {low} to {high} (got {_show(value)})")
     return value
 
 
-def _seconds(name: str, value: Any, *, allow_zero: bool) -> float:
+def _seconds(name: str, value: Any, *, allow_zero: bool, high: float = MAX_SECONDS) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or (isinstance(value, float) and not math.isfinite(value))
     ):
-        raise _fail(name, f"must be a number of seconds (got {json.dumps(value)})")
-    if value < 0 or (value == 0 and not allow_zero) or value > MAX_SECONDS:
+        raise _fail(name, f"must be a number of seconds (got {_show(value)})")
+    if value < 0 or (value == 0 and not allow_zero) or value > high:
         relation = ">= 0" if allow_zero else "> 0"
         raise _fail(
-            name,
-            f"must be a number of seconds {relation} and <= {MAX_SECONDS} (got {str(value)[:20]})",
+            name, f"must be a number of seconds {relation} and <= {high:g} (got {_show(value)})"
         )
     return float(value)
 
 
 def _string(name: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise _fail(name, f"must be a string (got {json.dumps(value)})")
+        raise _fail(name, f"must be a string (got {_show(value)})")
     _utf8(name, value)
     return value
 
@@ -78,7 +96,7 @@ def _utf8(name: str, text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise _fail(name, f"must be valid UTF-8 text (got {ascii(text)[:60]})") from None
+        raise _fail(name, f"must be valid UTF-8 text (got {ascii(text)[:_SHOWN]})") from None
 
 
 def parse_id(value: Any) -> str:
@@ -88,7 +106,7 @@ def parse_id(value: Any) -> str:
         raise _fail(
             "id",
             f"must be 1-{MAX_ID_LENGTH} printable characters without spaces, "
-            f"not starting with '-' (got {json.dumps(text)})",
+            f"not starting with '-' (got {_show(text)})",
         )
     return text
 
@@ -110,15 +128,15 @@ def parse_run_at(value: Any) -> datetime:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise _fail(
-            "run_at", f"must be an ISO-8601 time like 2026-01-31T09:00:00Z (got {json.dumps(text)})"
+            "run_at", f"must be an ISO-8601 time like 2026-01-31T09:00:00Z (got {_show(text)})"
         ) from None
     if when.tzinfo is None or when.utcoffset() is None:
-        raise _fail("run_at", f"must include a timezone, like Z or +02:00 (got {json.dumps(text)})")
+        raise _fail("run_at", f"must include a timezone, like Z or +02:00 (got {_show(text)})")
     try:
         when.astimezone(UTC)
     except (OverflowError, ValueError):
         raise _fail(
-            "run_at", f"must be between the years 1 and 9999 in UTC (got {json.dumps(text)})"
+            "run_at", f"must be between the years 1 and 9999 in UTC (got {_show(text)})"
         ) from None
     return when
 
@@ -128,7 +146,7 @@ def parse_queue(value: Any) -> str:
     text = _string("queue", value)
     if not _QUEUE_RE.fullmatch(text):
         raise _fail(
-            "queue", f"must be 1-64 letters, digits, '_', '.', ':' or '-' (got {json.dumps(text)})"
+            "queue", f"must be 1-64 letters, digits, '_', '.', ':' or '-' (got {_show(text)})"
         )
     return text
 
@@ -138,7 +156,7 @@ def parse_env(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise _fail(
             "env",
-            f'must be an object of strings, like {{"KEY": "value"}} (got {json.dumps(value)})',
+            f'must be an object of strings, like {{"KEY": "value"}} (got {_show(value)})',
         )
     env: dict[str, str] = {}
     for key, item in value.items():
@@ -149,10 +167,10 @@ def parse_env(value: Any) -> dict[str, str]:
         if not isinstance(key, str) or not _ENV_NAME_RE.fullmatch(key):
             raise _fail(
                 "env",
-                f"variable names must be non-empty and contain no '=' (got {json.dumps(key)})",
+                f"variable names must be non-empty and contain no '=' (got {_show(key)})",
             )
         if not isinstance(item, str) or "\x00" in item:
-            raise _fail("env", f"value of {key} must be a string (got {json.dumps(item)})")
+            raise _fail("env", f"value of {_show(key)} must be a string (got {_show(item)})")
         env[key] = item
     return env
 
@@ -182,7 +200,7 @@ def from_mapping(data: Any) -> models.JobSpec:
     """Check a decoded JSON object and return its JobSpec. A null field means "the default"."""
     if not isinstance(data, Mapping):
         raise _fail(
-            "job", f'must be a JSON object like {{"command": "sleep 2"}} (got {json.dumps(data)})'
+            "job", f'must be a JSON object like {{"command": "sleep 2"}} (got {_show(data)})'
         )
     if not _FIELD_SET.issuperset(data):
         unknown = [key for key in data if key not in _FIELD_SET]
@@ -256,3 +274,32 @@ def _parse_each(numbered: Iterable[tuple[int, str]]) -> tuple[list[models.JobSpe
             raise errors.FieldError(exc.field, exc.problem, line=number) from None
         numbers.append(number)
     return specs, numbers
+
+
+def parse_limit(value: Any) -> int:
+    """Check how many jobs a list may print: 1 to MAX_LIST_LIMIT."""
+    return _integer("limit", value, 1, MAX_LIST_LIMIT)
+
+
+def parse_attempt(value: Any) -> int:
+    """Check an attempt number to look up (attempts are numbered from 1)."""
+    return _integer("attempt", value, 1, INT_RANGE[1])
+
+
+def parse_wait(value: Any) -> float:
+    """Check how long `worker stop` waits: finite seconds from 0 (do not wait) to a day."""
+    return _seconds("timeout", value, allow_zero=True, high=MAX_STOP_WAIT)
+
+
+def parse_job_ref(value: Any) -> str:
+    """Check a job id given to look a job up (show, logs, dlq retry).
+
+    Looser than parse_id: a job stored under older rules must stay reachable. It only refuses
+    what no stored id can be: empty, too long, or not UTF-8 (which SQLite cannot even compare).
+    """
+    text = _string("job", value)
+    if not text or len(text) > MAX_ID_LENGTH:
+        raise _fail(
+            "job", f"must be a job id of 1-{MAX_ID_LENGTH} characters (see `queuectl list`)"
+        )
+    return text

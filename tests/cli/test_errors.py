@@ -334,12 +334,81 @@ OTHER_CASES = [
     pytest.param(["dlq", "retry"], 2, field("job"), id="dlq-retry-nothing"),
     pytest.param(["dlq", "retry", DEAD, "--all"], 2, field("job"), id="dlq-retry-ids-and-all"),
     pytest.param(["dlq", "list", "--limit", "0"], 2, field("limit"), id="dlq-list-limit"),
+    pytest.param(["list", "--limit", str(2**63)], 2, field("limit"), id="list-limit-past-int64"),
+    pytest.param(["list", "--limit", "1000001"], 2, field("limit"), id="list-limit-too-big"),
+    pytest.param(["list", "--limit", "-1"], 2, field("limit"), id="list-limit-negative"),
+    pytest.param(["dlq", "list", "--limit", str(2**63)], 2, field("limit"), id="dlq-limit-huge"),
+    pytest.param(["logs", DEAD, "--attempt", "0"], 2, field("attempt"), id="logs-attempt-zero"),
+    pytest.param(["logs", DEAD, "--attempt", "-1"], 2, field("attempt"), id="logs-attempt-neg"),
+    pytest.param(["logs", DEAD, "--attempt", str(2**64)], 2, field("attempt"), id="logs-att-huge"),
+    pytest.param(["show", "\udcff"], 2, field("job"), id="show-id-not-utf8"),
+    pytest.param(["logs", "\udcff"], 2, field("job"), id="logs-id-not-utf8"),
+    pytest.param(["dlq", "retry", DEAD, "\udcff"], 2, field("job"), id="dlq-retry-id-not-utf8"),
+    pytest.param(["show", ""], 2, field("job"), id="show-empty-id"),
+    pytest.param(["worker", "stop", "--timeout", "-1"], 2, field("timeout"), id="stop-timeout-neg"),
+    pytest.param(
+        ["worker", "stop", "--timeout", "nan"], 2, field("timeout"), id="stop-timeout-nan"
+    ),
+    pytest.param(
+        ["worker", "stop", "--timeout", "inf"], 2, field("timeout"), id="stop-timeout-inf"
+    ),
+    pytest.param(
+        ["worker", "stop", "--timeout", "1e9"], 2, field("timeout"), id="stop-timeout-big"
+    ),
+    pytest.param(["worker", "run", "--queue", "a b"], 2, field("queue"), id="worker-run-bad-queue"),
+    pytest.param(["worker", "run", "--id", "a b"], 2, field("id"), id="worker-run-bad-id"),
+    pytest.param(["worker", "start", "--log", "w.log"], 2, field("log"), id="log-without-detach"),
+    pytest.param(
+        ["config", "set", "output_limit", "9" * 5000],
+        2,
+        field("output_limit"),
+        id="out-5000-digits",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("args", "code", "needle"), OTHER_CASES)
 def test_bad_command_use(seeded: Path, args: list[str], code: int, needle: str) -> None:
     assert_rejected(seeded, *args, needle=needle, code=code)
+
+
+# Each is refused before the store is opened, so not even its directory is created.
+BEFORE_THE_STORE = [
+    pytest.param(["config", "get", "colour"], '"colour"', id="config-get-unknown"),
+    pytest.param(["config", "set", "colour", "1"], '"colour"', id="config-set-unknown"),
+    pytest.param(
+        ["config", "set", "max_retries", "abc"], field("max_retries"), id="config-set-bad"
+    ),
+    pytest.param(["list", "--queue", "bad name"], field("queue"), id="list-bad-queue"),
+    pytest.param(["list", "--limit", "0"], field("limit"), id="list-limit-zero"),
+    pytest.param(["list", "--limit", str(2**63)], field("limit"), id="list-limit-huge"),
+    pytest.param(["dlq", "list", "--limit", "0"], field("limit"), id="dlq-list-limit-zero"),
+    pytest.param(["logs", "job1", "--attempt", "0"], field("attempt"), id="logs-attempt-zero"),
+    pytest.param(["show", "\udcff"], field("job"), id="show-id-not-utf8"),
+    pytest.param(["logs", "\udcff"], field("job"), id="logs-id-not-utf8"),
+    pytest.param(["dlq", "retry", "\udcff"], field("job"), id="dlq-retry-id-not-utf8"),
+    pytest.param(["dlq", "retry"], field("job"), id="dlq-retry-nothing"),
+    pytest.param(["worker", "stop", "--timeout", "-1"], field("timeout"), id="stop-timeout-neg"),
+    pytest.param(["worker", "stop", "--timeout", "nan"], field("timeout"), id="stop-timeout-nan"),
+    pytest.param(["worker", "start", "--queue", "a b"], field("queue"), id="start-bad-queue"),
+    pytest.param(["worker", "start", "--count", "0"], "'--count'", id="start-count-zero"),
+    pytest.param(["worker", "start", "--detach", "--log", ""], field("log"), id="start-empty-log"),
+    pytest.param(["worker", "run", "--queue", "a b"], field("queue"), id="run-bad-queue"),
+    pytest.param(["enqueue", "--priority", str(2**31), "--", "true"], field("priority"), id="pri"),
+    pytest.param(["enqueue", "--command", ""], field("command"), id="enqueue-empty-command"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), BEFORE_THE_STORE)
+def test_refused_before_the_store_is_created(tmp_path: Path, args: list[str], needle: str) -> None:
+    db = tmp_path / "new" / "dir" / "q.db"
+    result = run_cli(db, *args)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("queuectl: error: "), result.stderr
+    assert needle in lines[0], lines[0]
+    assert not (tmp_path / "new").exists()
 
 
 def test_seeded_store_is_what_the_error_tests_assume(seeded: Path) -> None:

@@ -6,7 +6,10 @@ from typing import Any
 
 import click
 
-from queuectl import api, config
+from queuectl import api, config, errors
+
+MAX_VALUE_LENGTH = 64
+"""No setting's value is longer (1073741824, 0.000001); a longer one is refused unparsed."""
 
 
 @click.group(name="config")
@@ -19,12 +22,13 @@ def config_group() -> None:
 @click.pass_obj
 def get(obj: Any, key: str | None) -> None:
     """Print one setting's value, or every setting."""
+    name = None if key is None else config.canonical_key(key)
     with obj.store() as store:
         values = api.get_config(store)
-    if key is None:
+    if name is None:
         _print_all(values)
         return
-    click.echo(config.format_value(values[config.canonical_key(key)]))
+    click.echo(config.format_value(values[name]))
 
 
 @config_group.command(name="set", context_settings={"ignore_unknown_options": True})
@@ -33,6 +37,13 @@ def get(obj: Any, key: str | None) -> None:
 @click.pass_obj
 def set_(obj: Any, key: str, value: str) -> None:
     """Change a setting."""
+    name = config.canonical_key(key)
+    if len(value) > MAX_VALUE_LENGTH:
+        # Parsing thousands of digits costs time and, for sizes, ends in int()'s digit limit.
+        raise errors.FieldError(
+            name, f"must be at most {MAX_VALUE_LENGTH} characters (got {len(value)})"
+        )
+    config.parse_value(name, value)  # refuse a bad value before the store is opened or created
     with obj.store() as store:
         name, parsed = api.set_config(store, key, value)
     click.echo(f"{name} = {config.format_value(parsed)}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from queuectl import api, errors, models
+from queuectl import api, errors, models, spec
 from queuectl.cli import render
 
 
@@ -21,6 +21,7 @@ def dlq() -> None:
 @click.pass_obj
 def list_dead(obj: Any, limit: int, as_json: bool) -> None:
     """Dead jobs, newest first."""
+    limit = spec.parse_limit(limit)
     with obj.store() as store:
         jobs = api.list_jobs(store, models.JobState.DEAD, None, limit)
     render.jobs(jobs, as_json)
@@ -34,6 +35,7 @@ def retry(obj: Any, job_ids: tuple[str, ...], all_: bool) -> None:
     """Send dead jobs back to pending with a fresh retry budget."""
     if bool(job_ids) == all_:
         raise errors.UsageError("job: name the jobs to retry, or give --all (not both)")
+    job_ids = tuple(spec.parse_job_ref(job_id) for job_id in job_ids)
     with obj.store() as store:
         revived = api.retry_dead(store, None if all_ else list(job_ids))
     click.echo(f"retried {len(revived)} job(s)" + (": " + " ".join(revived) if revived else ""))

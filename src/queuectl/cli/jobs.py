@@ -118,6 +118,8 @@ def status(obj: Any, as_json: bool) -> None:
 @click.pass_obj
 def list_(obj: Any, state: str | None, queue: str | None, limit: int, as_json: bool) -> None:
     """Jobs, newest first."""
+    limit = spec.parse_limit(limit)
+    queue = None if queue is None else spec.parse_queue(queue)
     with obj.store() as store:
         jobs = api.list_jobs(store, models.JobState(state) if state else None, queue, limit)
     from queuectl.cli import render  # rich is loaded only to draw tables
@@ -131,6 +133,7 @@ def list_(obj: Any, state: str | None, queue: str | None, limit: int, as_json: b
 @click.pass_obj
 def show(obj: Any, job_id: str, as_json: bool) -> None:
     """A job's fields and its attempt history."""
+    job_id = spec.parse_job_ref(job_id)
     with obj.store() as store:
         job, attempts = api.show(store, job_id)
     from queuectl.cli import render  # rich is loaded only to draw tables
@@ -144,6 +147,8 @@ def show(obj: Any, job_id: str, as_json: bool) -> None:
 @click.pass_obj
 def logs(obj: Any, job_id: str, attempt: int | None) -> None:
     """The captured stdout and stderr of a job's attempt."""
+    job_id = spec.parse_job_ref(job_id)
+    attempt = None if attempt is None else spec.parse_attempt(attempt)
     with obj.store() as store:
         record = api.logs(store, job_id, attempt)
     out: TextIO = sys.stdout

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from queuectl import api
+from queuectl import api, errors
 
 
 def _log_to_stderr() -> None:
@@ -67,6 +67,12 @@ def start(
 
     for queue in queues:
         spec.parse_queue(queue)
+    if log_file is not None and not detach:
+        raise errors.UsageError(
+            "log: give --log with --detach (in the foreground, logs go to stderr)"
+        )
+    if log_file is not None and not log_file.strip():
+        raise errors.FieldError("log", "must be a file path, like --log ./worker.log")
     db = str(Path(obj.db).absolute())
     with obj.store():
         pass  # create and migrate the store once, before the workers race to
@@ -89,8 +95,13 @@ def start(
 @click.pass_obj
 def run(obj: Any, queues: tuple[str, ...], worker_id: str | None) -> None:
     """Run one worker in this process (what `start` runs N times)."""
+    from queuectl import spec
     from queuectl import worker as worker_module
 
+    for queue in queues:
+        spec.parse_queue(queue)
+    if worker_id is not None:
+        spec.parse_id(worker_id)
     _log_to_stderr()
     code = worker_module.run_worker(obj.db, queues, worker_id)
     if code:
@@ -109,6 +120,9 @@ def run(obj: Any, queues: tuple[str, ...], worker_id: str | None) -> None:
 @click.pass_obj
 def stop(obj: Any, now: bool, timeout: float) -> None:
     """Ask every worker (on any host) to stop, and wait until they have."""
+    from queuectl import spec
+
+    timeout = spec.parse_wait(timeout)  # before the stop request is written
     with obj.store() as store:
         result = api.stop_workers(store, now=now, timeout=timeout)
     if not result.asked:

@@ -139,6 +139,27 @@ def test_words_after_double_dash_become_the_command(
     assert stored(store, job_id).command == command
 
 
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        pytest.param(["--", "[1,2]"], "[1,2]", id="json-list-after-dd"),
+        pytest.param(["--", "true"], "true", id="json-true-after-dd"),
+        pytest.param(["--", "42"], "42", id="json-number-after-dd"),
+        pytest.param(["--", "{ echo hi; }"], "{ echo hi; }", id="brace-group-after-dd"),
+        pytest.param(["--", '{"command": "x"}'], '{"command": "x"}', id="json-object-after-dd"),
+        pytest.param(["--command", "null"], "null", id="json-null-as-command-flag"),
+        pytest.param(["echo hi"], "echo hi", id="lone-non-json"),
+        pytest.param(["[ -d / ]"], "[ -d / ]", id="lone-test-bracket"),
+        pytest.param(["[1,"], "[1,", id="lone-broken-json-list"),
+        pytest.param(["NaN"], "NaN", id="lone-nan-is-not-json"),
+    ],
+)
+def test_a_command_that_looks_like_json_after_dd_or_flag(
+    db_path: Path, store: Store, args: list[str], command: str
+) -> None:
+    assert stored(store, enqueue(db_path, *args)).command == command
+
+
 def test_double_dash_combines_with_flags(db_path: Path, store: Store) -> None:
     job_id = enqueue(db_path, "--id", "combo", "--queue", "q1", "--", "echo", "a b")
     job = stored(store, job_id)

@@ -198,6 +198,19 @@ FLAG_CASES = [
 ]
 
 
+# A lone argument (not after --) that is JSON but not an object: a mistake, not a command.
+LONE_JSON = ["[1,2]", '"x"', "42", "null", " [1]", "true", "false", "1e5", "[" * 5000 + "]" * 5000]
+
+
+@pytest.mark.parametrize("arg", [*LONE_JSON, "9" * 5000])
+@pytest.mark.parametrize("where", ["alone", "before-dd"])
+def test_lone_json_that_is_not_an_object_is_refused(seeded: Path, arg: str, where: str) -> None:
+    args = [arg] if where == "alone" else [arg, "--"]
+    line = assert_rejected(seeded, "enqueue", *args, needle=field("job"))
+    assert "must be a JSON object" in line and "--command" in line and "-- " in line, line
+    assert len(line) < 300, line
+
+
 @pytest.mark.parametrize(("args", "needle"), FLAG_CASES)
 def test_bad_flags(seeded: Path, args: list[str], needle: str) -> None:
     assert_rejected(seeded, "enqueue", *args, needle=needle)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import click
@@ -11,6 +13,37 @@ import click
 from queuectl import api, errors, models, spec
 
 STATES = [state.value for state in models.JobState]
+_AFTER_DD = "queuectl.after_double_dash"
+"""ctx.meta key: the words that came after `--`, which are a command whatever they look like."""
+_JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number"}
+
+
+class _Enqueue(click.Command):
+    """The enqueue command, remembering which words came after `--` (click does not say)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Note the words after the first `--`, then parse as usual."""
+        if "--" in args:
+            ctx.meta[_AFTER_DD] = tuple(args[args.index("--") + 1 :])
+        return super().parse_args(ctx, args)
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(name)  # NaN and Infinity are Python's extensions, not JSON
+
+
+def _json_kind(text: str) -> str | None:
+    """What JSON value `text` is ("a list", "null"...), or None when it is not JSON at all."""
+    try:
+        # parse_int=len: a long run of digits is a JSON number, whatever int()'s digit limit.
+        value = json.loads(text, parse_int=len, parse_constant=_not_json)
+    except RecursionError:
+        return "a deeply nested list"
+    except ValueError:
+        return None
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return _JSON_KINDS.get(type(value), "an object")
 
 
 def _flags_to_mapping(flags: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
@@ -25,7 +58,7 @@ def _flags_to_mapping(flags: dict[str, Any], args: tuple[str, ...]) -> dict[str,
         for item in flags["env"]:
             name, sep, value = item.partition("=")
             if not sep:
-                raise errors.FieldError("env", f'must be KEY=VALUE (got "{item}")')
+                raise errors.FieldError("env", f"must be KEY=VALUE (got {json.dumps(item)[:60]})")
             env[name] = value
         data["env"] = env
     return data
@@ -46,17 +79,39 @@ def _read_lines(path: str) -> Numbered:
         raise errors.FieldError("file", f"{path} is not UTF-8 text") from None
 
 
-def _specs(args: tuple[str, ...], file: str | None, flags: dict[str, Any]) -> Numbered:
+def _lone_argument(arg: str, given: Sequence[str]) -> models.JobSpec | None:
+    """The job a single argument before any `--` gives as JSON; None when it is a command.
+
+    An argument starting with "{" is a JSON job. Any other JSON value (`[1,2]`, `"x"`, `42`,
+    `null`, `true`) is refused rather than run: it is far more likely a mistake than a command,
+    and `-- CMD` or `--command CMD` says "command" without doubt.
+    """
+    if arg.lstrip().startswith("{"):
+        if given:
+            raise errors.UsageError(f"{given[0]}: give the job as JSON or as flags, not both")
+        return spec.from_json(arg)
+    kind = _json_kind(arg)
+    if kind is not None:
+        raise errors.UsageError(
+            f'job: must be a JSON object like {{"command": "sleep 2"}} (got {kind}); '
+            "to run it as a command, put it after -- (enqueue -- CMD) or give --command CMD"
+        )
+    return None
+
+
+def _specs(
+    args: tuple[str, ...], file: str | None, flags: dict[str, Any], after_dd: bool
+) -> Numbered:
     """The specs to enqueue and, for a file, the line each came from."""
     given = [name for name, value in flags.items() if value not in (None, ())]
     if file is not None:
         if args or given:
             raise errors.UsageError("file: give jobs with --file alone, without other job flags")
         return _read_lines(file)
-    if len(args) == 1 and args[0].lstrip().startswith("{"):
-        if given:
-            raise errors.UsageError(f"{given[0]}: give the job as JSON or as flags, not both")
-        return [spec.from_json(args[0])], None
+    if len(args) == 1 and not after_dd:
+        job = _lone_argument(args[0], given)
+        if job is not None:
+            return [job], None
     if not args and not given:
         raise errors.UsageError(
             "job: give a JSON object, flags (--command ...), a command after --, or --file"
@@ -64,7 +119,7 @@ def _specs(args: tuple[str, ...], file: str | None, flags: dict[str, Any]) -> Nu
     return [spec.from_mapping(_flags_to_mapping(flags, args))], None
 
 
-@click.command(no_args_is_help=False)
+@click.command(cls=_Enqueue, no_args_is_help=False)
 @click.argument("args", nargs=-1)
 @click.option("-f", "--file", metavar="PATH", help="Enqueue JSON lines from a file ('-': stdin).")
 @click.option("--id", "id_", metavar="ID", help="Job id (generated when absent).")
@@ -77,20 +132,24 @@ def _specs(args: tuple[str, ...], file: str | None, flags: dict[str, Any]) -> Nu
 @click.option("-q", "--queue", metavar="NAME", help="Queue name (default 'default').")
 @click.option("--cwd", metavar="DIR", help="Working directory (default: the current one).")
 @click.option("--env", multiple=True, metavar="KEY=VALUE", help="Extra environment variable.")
-@click.pass_obj
+@click.pass_context
 def enqueue(
-    obj: Any, /, args: tuple[str, ...], file: str | None, id_: str | None, **flags: Any
+    ctx: click.Context, /, args: tuple[str, ...], file: str | None, id_: str | None, **flags: Any
 ) -> None:
-    r"""Add a job: JSON, flags, or a command after --.
+    """Add a job: JSON, flags, or a command after --.
 
     \b
       queuectl enqueue '{"id":"job1","command":"sleep 2"}'
       queuectl enqueue --id job1 --command "sleep 2"
       queuectl enqueue -- sleep 2
       queuectl enqueue --file jobs.jsonl
-    """
-    specs, lines = _specs(args, file, {"id": id_, **flags})
-    with obj.store() as store:
+
+    A single argument before any -- that is JSON must be an object; words after -- are
+    always the command.
+    """  # noqa: D301 - click keeps a paragraph unwrapped after a \b (backspace) line, not "\\b"
+    after_dd = bool(args) and ctx.meta.get(_AFTER_DD) == args
+    specs, lines = _specs(args, file, {"id": id_, **flags}, after_dd)
+    with ctx.obj.store() as store:
         ids = api.enqueue(store, specs, lines=lines)
     if file is not None:
         click.echo(f"enqueued {len(ids)} jobs")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +37,6 @@ FIELDS = (
 _FIELD_SET = frozenset(FIELDS)
 MAX_ID_LENGTH = 200
 INT_RANGE = (-(2**31), 2**31 - 1)
-_ID_RE = re.compile(r"[^\s\x00-\x1f\x7f]+")
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _ENV_NAME_RE = re.compile(r"[^=\x00]+")
 MAX_LIST_LIMIT = 1_000_000
@@ -44,6 +45,31 @@ MAX_STOP_WAIT = 86_400.0
 """The longest `worker stop` waits for workers to exit, in seconds (a day)."""
 _SHOWN = 60
 """Characters of a refused value an error message repeats."""
+
+
+def _arg_max() -> int:
+    try:
+        value = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        value = -1
+    return value if value > 0 else 1024 * 1024  # indeterminate: macOS's figure, a modest one
+
+
+MAX_EXEC_BYTES = _arg_max() // 2
+"""The most a job's command and env may take of execve's ARG_MAX (strings, NULs and pointers).
+
+Half: the other half is left to the worker's own environment, which the job's env is added to.
+"""
+MAX_ARG_BYTES = (
+    32 * os.sysconf("SC_PAGE_SIZE") - 1 if sys.platform.startswith("linux") else MAX_EXEC_BYTES
+)
+"""The longest one argument or env entry may be, in UTF-8 bytes.
+
+Linux refuses a longer string with E2BIG (MAX_ARG_STRLEN: 32 pages, the terminating NUL
+included); other systems have no limit of their own beyond ARG_MAX.
+"""
+_POINTER = 8
+_SHELL_BYTES = len(b"/bin/sh\0-c\0") + 4 * _POINTER  # argv's own words, its pointers and NULL
 
 
 def _fail(field: str, problem: str) -> errors.FieldError:
@@ -100,12 +126,22 @@ def _utf8(name: str, text: str) -> None:
 
 
 def parse_id(value: Any) -> str:
-    """Check a job id: 1 to 200 printable characters without spaces."""
+    """Check a job id: 1 to 200 printable characters without spaces, not starting with '-'.
+
+    Printable as str.isprintable() says: no control, format (bidi overrides, zero-width), private
+    use, unassigned or separator characters, so an id looks like what it is; and of the spaces
+    it allows, ASCII space is refused too.
+    """
     text = _string("id", value)
-    if not _ID_RE.fullmatch(text) or len(text) > MAX_ID_LENGTH or text.startswith("-"):
+    if (
+        not 0 < len(text) <= MAX_ID_LENGTH
+        or not text.isprintable()
+        or " " in text
+        or text[0] == "-"
+    ):
         raise _fail(
             "id",
-            f"must be 1-{MAX_ID_LENGTH} printable characters without spaces, "
+            f"must be 1-{MAX_ID_LENGTH} printable characters without spaces or invisible ones, "
             f"not starting with '-' (got {_show(text)})",
         )
     return text
@@ -118,6 +154,13 @@ def parse_command(value: Any) -> str:
         raise _fail("command", 'must be a non-empty shell command, like "sleep 2"')
     if "\x00" in text:
         raise _fail("command", "must not contain a NUL character")
+    # A character takes at most 4 bytes: only a long command needs encoding to be measured.
+    if len(text) * 4 > MAX_ARG_BYTES and (size := len(text.encode())) > MAX_ARG_BYTES:
+        raise _fail(
+            "command",
+            f"is {size} bytes, but one argument to /bin/sh -c holds at most {MAX_ARG_BYTES} "
+            "(E2BIG otherwise): put the script in a file and run that",
+        )
     return text
 
 
@@ -171,8 +214,39 @@ def parse_env(value: Any) -> dict[str, str]:
             )
         if not isinstance(item, str) or "\x00" in item:
             raise _fail("env", f"value of {_show(key)} must be a string (got {_show(item)})")
+        if (len(key) + len(item)) * 4 >= MAX_ARG_BYTES:  # else short enough without encoding
+            _check_env_entry(key, item)
         env[key] = item
     return env
+
+
+def _check_env_entry(key: str, item: str) -> None:
+    """Refuse a KEY=VALUE string longer than execve takes in one environment entry."""
+    size = len(key.encode()) + 1 + len(item.encode())
+    if size > MAX_ARG_BYTES:
+        raise _fail(
+            "env",
+            f"{_show(key)}=VALUE is {size} bytes, but one environment entry holds at most "
+            f"{MAX_ARG_BYTES} (E2BIG otherwise): pass large data in a file",
+        )
+
+
+def _check_exec_size(command: str, env: Mapping[str, str] | None) -> None:
+    """Refuse a job whose command and env together would not fit in execve's budget."""
+    entries = env or {}
+    # The command's NUL, envp's NULL, and per entry its "=", NUL and pointer.
+    fixed = _SHELL_BYTES + 1 + _POINTER + len(entries) * (2 + _POINTER)
+    chars = len(command) + sum(len(key) + len(item) for key, item in entries.items())
+    if chars * 4 + fixed <= MAX_EXEC_BYTES:
+        return  # the usual case, measured without encoding anything
+    size = fixed + len(command.encode())
+    size += sum(len(key.encode()) + len(item.encode()) for key, item in entries.items())
+    if size > MAX_EXEC_BYTES:
+        raise _fail(
+            "env" if entries else "command",
+            f"the command and env take {size} bytes, but a job may pass at most "
+            f"{MAX_EXEC_BYTES} to execve (half of ARG_MAX): pass large data in a file",
+        )
 
 
 def parse_cwd(value: Any) -> str:
@@ -203,8 +277,9 @@ def from_mapping(data: Any) -> models.JobSpec:
             "job", f'must be a JSON object like {{"command": "sleep 2"}} (got {_show(data)})'
         )
     if not _FIELD_SET.issuperset(data):
-        unknown = [key for key in data if key not in _FIELD_SET]
-        raise _fail(unknown[0], f"unknown field (known fields: {', '.join(FIELDS)})")
+        unknown = next(key for key in data if key not in _FIELD_SET)
+        name = unknown if isinstance(unknown, str) and unknown.isprintable() else _show(unknown)
+        raise _fail(name, f"unknown field (known fields: {', '.join(FIELDS)})")
     fields = dict(data)
     alias = fields.pop("timeout_sec", None)
     if alias is not None:
@@ -220,7 +295,10 @@ def from_mapping(data: Any) -> models.JobSpec:
         for key, value in fields.items()
         if key != "command" and value is not None
     }
-    return models.JobSpec(command=parse_command(fields["command"]), **values)
+    command = parse_command(fields["command"])
+    if "env" in values or len(command) * 4 > MAX_EXEC_BYTES // 2:  # else it fits, unmeasured
+        _check_exec_size(command, values.get("env"))
+    return models.JobSpec(command=command, **values)
 
 
 def from_json(text: str) -> models.JobSpec:

@@ -147,12 +147,21 @@ JSON_CASES = [
     pytest.param(_cmd(env={"A": "\ud800"}), "env", id="env-value-lone-surrogate"),
     pytest.param(_cmd(env={"\ud800": "x"}), "env", id="env-name-lone-surrogate"),
     pytest.param(_cmd(cwd="/tmp/\ud800"), "cwd", id="cwd-lone-surrogate"),
+    pytest.param(_cmd(id="job\u202e1"), "id", id="id-bidi-override"),
+    pytest.param(_cmd(id="job\u200b1"), "id", id="id-zero-width-space"),
+    pytest.param(_cmd(id="\ufeffjob"), "id", id="id-byte-order-mark"),
+    pytest.param(_cmd(id="job\u00a01"), "id", id="id-no-break-space"),
+    pytest.param(_cmd(id="job\u009b1"), "id", id="id-c1-control"),
+    pytest.param(_cmd(id="job\u20281"), "id", id="id-line-separator"),
+    pytest.param(_cmd(queue="q\u202e1"), "queue", id="queue-bidi-override"),
+    pytest.param(_cmd(queue="caf\u00e9"), "queue", id="queue-non-ascii"),
 ]
 
 
 @pytest.mark.parametrize(("job", "name"), JSON_CASES)
 def test_bad_json_job(seeded: Path, job: object, name: str) -> None:
-    assert_rejected(seeded, "enqueue", _as_json(job), needle=field(name))
+    line = assert_rejected(seeded, "enqueue", _as_json(job), needle=field(name))
+    assert line.isprintable(), line  # invisible characters it repeats are escaped
 
 
 FLAG_CASES = [
@@ -241,6 +250,24 @@ FILE_CASES = [
         id="dup-after-blank-line",
     ),
     pytest.param(GOOD + f'{{"id": "{EXISTING}", "command": "x"}}\n', 1, field("id", 3), id="dup"),
+    pytest.param(
+        GOOD + json.dumps({"command": "x" * 1_000_000}) + "\n",
+        2,
+        field("command", 3),
+        id="command-of-1-MB",
+    ),
+    pytest.param(
+        GOOD + json.dumps({"command": "x", "env": {"BIG": "x" * 200_000}}) + "\n",
+        2,
+        field("env", 3),
+        id="env-entry-over-one-exec-string",
+    ),
+    pytest.param(
+        GOOD + json.dumps({"command": "x", "env": {f"V{n}": "x" * 100_000 for n in range(30)}}),
+        2,
+        field("env", 3),
+        id="env-over-the-exec-budget",
+    ),
 ]
 
 

@@ -26,7 +26,14 @@ _ID_CHARS = st.characters(
     min_codepoint=0x21, exclude_characters="\x7f", exclude_categories=["Cs"]
 ).filter(lambda c: not c.isspace())
 ids = st.text(_ID_CHARS, min_size=1, max_size=spec.MAX_ID_LENGTH).filter(
-    lambda s: not s.startswith("-") and spec._ID_RE.fullmatch(s) is not None
+    lambda s: not s.startswith("-") and s.isprintable()
+)
+# Characters an id must not hold: controls (C0, C1, DEL), format characters (bidi overrides,
+# zero-width, BOM), separators (no-break and other spaces, line and paragraph separators),
+# private-use ones.
+_HIDDEN = st.one_of(
+    st.characters(categories=["Cc", "Cf", "Zs", "Zl", "Zp", "Co"]),
+    st.sampled_from("\u202e\u2066\u200b\ufeff\u00a0\u0085\u009b\u2028\u2029"),
 )
 commands = st.text(min_size=1, max_size=200).filter(lambda s: s.strip() != "" and "\x00" not in s)
 priorities = st.integers(*spec.INT_RANGE)
@@ -126,6 +133,9 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
         st.text(min_size=1).map(lambda s: "-" + s),
         st.text(min_size=1).map(lambda s: s + " x"),
         st.integers(spec.MAX_ID_LENGTH + 1, spec.MAX_ID_LENGTH + 50).map(lambda n: "a" * n),
+        st.tuples(st.text(_ID_CHARS, max_size=5), _HIDDEN, st.text(_ID_CHARS, max_size=5)).map(
+            "".join
+        ),
     ),
     "priority": st.one_of(
         _NOT_NUMBERS,
@@ -161,6 +171,8 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
         st.just(""),
         st.from_regex(r"[A-Za-z0-9]{65,80}", fullmatch=True),
         st.from_regex(r"[a-z]{0,5}[ /\\,;!@#$%^&*()]+[a-z]{0,5}", fullmatch=True),
+        st.tuples(st.just("q"), _HIDDEN, st.just("1")).map("".join),
+        st.from_regex(r"[a-z]{0,3}[^\x00-\x7f][a-z]{0,3}", fullmatch=True),  # non-ASCII letters too
     ),
     "cwd": st.one_of(_NOT_STRINGS, st.just(""), st.text().map(lambda s: s + "\x00")),
     "env": st.one_of(
@@ -192,6 +204,8 @@ def test_one_corrupted_field_is_named(job, field, data):
     with pytest.raises(errors.FieldError) as info:  # and no other exception type
         spec.from_mapping(job)
     assert info.value.field == field, f"{field}={bad!r} was reported as: {info.value}"
+    message = str(info.value)
+    assert message.isascii() and message.isprintable(), message  # what it repeats is escaped
 
 
 @given(st.text(max_size=50).filter(lambda s: s.isidentifier() and s not in spec.FIELDS), st.data())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -260,6 +262,126 @@ def test_messages_say_how_to_fix():
     unknown = field_error({"command": "x", "colour": "red"})
     assert "known fields" in unknown.problem
     assert "timeout_sec" in unknown.problem
+
+
+# --- what execve can take, and characters that hide ---------------------------------
+
+LINUX = sys.platform.startswith("linux")
+ONE_ARG = 131071  # Linux's MAX_ARG_STRLEN on 4 KiB pages (32 pages), less the terminating NUL
+on_4k_linux = pytest.mark.skipif(
+    not LINUX or os.sysconf("SC_PAGE_SIZE") != 4096, reason="Linux's one-argument limit"
+)
+
+
+@on_4k_linux
+def test_one_argument_limit_is_linuxs_max_arg_strlen():
+    assert spec.MAX_ARG_BYTES == ONE_ARG
+
+
+@on_4k_linux
+@pytest.mark.parametrize(
+    ("command", "ok"),
+    [
+        pytest.param("x" * ONE_ARG, True, id="at-the-limit"),
+        pytest.param("x" * (ONE_ARG + 1), False, id="one-byte-over"),
+        pytest.param("é" * 65536, False, id="multibyte-over"),  # 65,536 characters, 131,072 bytes
+        pytest.param("é" * 65535 + "x", True, id="multibyte-at-the-limit"),
+        pytest.param("x" * 1_000_000, False, id="one-megabyte"),
+    ],
+)
+def test_a_command_longer_than_one_exec_argument_is_refused(command, ok):
+    if ok:
+        assert spec.from_mapping({"command": command}).command == command
+        return
+    err = field_error({"command": command})
+    assert err.field == "command"
+    assert str(len(command.encode())) in err.problem and str(ONE_ARG) in err.problem
+    assert len(str(err)) < 300  # the message does not repeat the command
+
+
+@on_4k_linux
+@pytest.mark.parametrize(
+    ("key", "value", "ok"),
+    [
+        pytest.param("K", "v" * (ONE_ARG - 2), True, id="entry-at-the-limit"),
+        pytest.param("K", "v" * (ONE_ARG - 1), False, id="entry-one-byte-over"),
+        pytest.param("K" * ONE_ARG, "", False, id="long-name"),
+    ],
+)
+def test_an_env_entry_longer_than_one_exec_string_is_refused(key, value, ok):
+    data = {"command": "true", "env": {key: value}}
+    if ok:
+        assert spec.from_mapping(data).env == {key: value}
+        return
+    err = field_error(data)
+    assert err.field == "env"
+    assert str(ONE_ARG) in err.problem and len(str(err)) < 300
+
+
+def test_a_job_whose_command_and_env_overflow_exec_is_refused():
+    entry = spec.MAX_ARG_BYTES // 2
+    count = spec.MAX_EXEC_BYTES // entry + 1
+    env = {f"V{n}": "x" * entry for n in range(count)}
+    err = field_error({"command": "true", "env": env})
+    assert err.field == "env"
+    assert str(spec.MAX_EXEC_BYTES) in err.problem and len(str(err)) < 300
+
+
+def test_a_job_just_inside_the_exec_budget_is_accepted():
+    entry = spec.MAX_ARG_BYTES // 2
+    count = spec.MAX_EXEC_BYTES // (entry + 64) - 1
+    env = {f"V{n}": "x" * entry for n in range(count)}
+    assert len(spec.from_mapping({"command": "true", "env": env}).env or {}) == count
+
+
+def test_the_exec_budget_leaves_half_of_arg_max_to_the_workers_environment():
+    arg_max = os.sysconf("SC_ARG_MAX")
+    assert arg_max // 2 == spec.MAX_EXEC_BYTES
+
+
+HIDDEN = [
+    "\u202e",  # right-to-left override
+    "\u2066",  # left-to-right isolate
+    "\u200b",  # zero width space
+    "\ufeff",  # byte order mark
+    "\u00a0",  # no-break space
+    "\u3000",  # ideographic space
+    "\u0085",  # next line, a C1 control
+    "\u009b",  # control sequence introducer, a C1 control
+    "\u2028",  # line separator
+    "\u2029",  # paragraph separator
+    "\u00ad",  # soft hyphen
+    "\ue000",  # private use
+    "\U000e0001",  # language tag
+]
+
+
+@pytest.mark.parametrize("char", HIDDEN, ids=[ascii(c) for c in HIDDEN])
+@pytest.mark.parametrize("field", ["id", "queue"])
+def test_invisible_and_bidi_characters_are_refused_and_shown_escaped(field, char):
+    err = field_error({"command": "x", field: f"job{char}1"})
+    assert err.field == field
+    assert char not in str(err)
+    assert json.dumps(char)[1:-1] in str(err)  # shown as a \u escape
+    assert str(err).isascii()
+
+
+@pytest.mark.parametrize("job_id", ["日本語", "café", "Ω-1", "a/b", "x!@#$%^&*()"])
+def test_visible_non_ascii_ids_are_accepted(job_id):
+    assert parse(id=job_id).id == job_id
+
+
+def test_error_messages_escape_what_they_repeat():
+    for data in [
+        {"command": "x", "env": {"A\x1b[2J": 5}},
+        {"command": "x", "priority": "\x1b]0;title\x07"},
+        {"command": ["\u202e"]},
+        {"command": "x", "run_at": "\x9b2J"},
+        {"command": "x", "\x1b[2J\u202e": 1},
+        {"command": "x", "queue": "\u202eq"},
+    ]:
+        message = str(field_error(data))
+        assert message.isprintable() and "\u202e" not in message, message
 
 
 # --- parsers used by the CLI flags ------------------------------------------------

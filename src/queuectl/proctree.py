@@ -79,10 +79,22 @@ def descendants(roots: Iterable[int]) -> list[int]:
 
 
 def orphans(leader: int) -> list[int]:
-    """This process's children other than `leader`, when it adopts orphans; else none."""
+    """This process's children other than `leader`, when it adopts orphans; else none.
+
+    Read from the main thread's list alone: the executor starts commands from the main thread
+    (adopt_orphans() is for a process whose main thread runs the jobs), and the kernel hands
+    orphans to a subreaper's first live thread, the main one. One small file a job: reading
+    every thread's list cost 0.15 ms, a quarter of a worker's time per job.
+    """
     if not _adopting:
         return []
-    return [pid for pid in children(os.getpid()) if pid != leader]
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children", "rb") as handle:  # noqa: PTH123
+            found = handle.read().split()
+    except OSError:
+        return []
+    return [pid for pid in map(int, found) if pid != leader]
 
 
 def is_zombie(pid: int) -> bool:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,7 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# About twelve minutes: 2,000 jobs under faults (tests/chaos; QUEUECTL_CHAOS_SEED=N repeats a run).
+chaos: $(STAMP)
+	QUEUECTL_CHAOS=long $(BIN)/pytest tests/chaos -s

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from queuectl import api, models
 from queuectl.cli import render
@@ -29,3 +31,61 @@ def test_status_shows_a_busy_worker_that_is_stopping(
     assert "job-9 (stopping: graceful)" in out
     assert "idle (stopping: now)" in out
     assert "2.0s ago" in out
+
+
+# --- visible: what a cell or an error line repeats is shown, never obeyed -----------------
+
+DANGEROUS = (
+    [chr(c) for c in range(0x20)]
+    + [chr(c) for c in range(0x7F, 0xA0)]
+    + ["\u061c", "\u200e", "\u200f", "\u2028", "\u2029"]
+    + [chr(c) for c in range(0x202A, 0x202F)]
+    + [chr(c) for c in range(0x2066, 0x206A)]
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("\x1b]0;title\x07", "\\x1b]0;title\\x07"),
+        ("\x1b[2J", "\\x1b[2J"),
+        ("a\rb\nc\td", "a\\rb\\nc\\td"),
+        ("\x9b31m", "\\x9b31m"),
+        ("\x7f", "\\x7f"),
+        ("\u202eevil\u2066", "\\u202eevil\\u2066"),
+        ("\x00", "\\x00"),
+        ("plain [bold]text[/] é 日本 \\x1b", "plain [bold]text[/] é 日本 \\x1b"),
+    ],
+)
+def test_visible_escapes_controls_and_bidi(text: str, shown: str) -> None:
+    assert render.visible(text) == shown
+
+
+def test_visible_for_output_keeps_newlines_and_tabs_only() -> None:
+    assert render.visible("a\tb\nc\rd\x1b[31m", keep_lines=True) == "a\tb\nc\\rd\\x1b[31m"
+
+
+@given(st.text(st.one_of(st.sampled_from(DANGEROUS), st.characters())))
+def test_nothing_dangerous_survives(text: str) -> None:
+    shown = render.visible(text)
+    assert not set(shown) & set(DANGEROUS)
+    kept = render.visible(text, keep_lines=True)
+    assert not set(kept) & (set(DANGEROUS) - {"\n", "\t"})
+    if not set(text) & set(DANGEROUS):
+        assert shown == text  # everything else is left as it is
+
+
+def test_table_cells_and_titles_are_escaped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    worker = models.WorkerInfo(
+        id="w-\x1b[2J", host="h\u202e", pid=7, queues=(), started_at=now, heartbeat_at=now,
+        job_id="j\x9b",
+    )  # fmt: skip
+    snapshot = api.Status(counts=models.Counts(by_queue={}), workers=[worker], now=now)
+    render.status(snapshot, as_json=False)
+    out = capsys.readouterr().out
+    assert "w-\\x1b[2J" in out and "h\\u202e" in out and "j\\x9b" in out
+    assert "\x1b" not in out and "\u202e" not in out and "\x9b" not in out

@@ -10,7 +10,7 @@ import contextlib
 import importlib
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -93,19 +93,24 @@ def _usage_line(exc: click.UsageError) -> str:
     return f"{exc.format_message()} (see `{command} --help`)"
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    """Print one error line and exit. What the line repeats (a key, an id) is escaped."""
+    from queuectl.cli import render  # only on the error path: it loads the api module
+
+    click.echo(f"queuectl: error: {render.visible(message)}", err=True)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with its code."""
     try:
         code = cli.main(args=argv, prog_name="queuectl", standalone_mode=False)
     except errors.QueuectlError as exc:
-        click.echo(f"queuectl: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
     except click.UsageError as exc:
-        click.echo(f"queuectl: error: {_usage_line(exc)}", err=True)
-        sys.exit(2)
+        _fail(_usage_line(exc), 2)
     except click.ClickException as exc:
-        click.echo(f"queuectl: error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(exc.format_message(), exc.exit_code)
     except click.Abort:
         sys.exit(130)
     except BrokenPipeError:

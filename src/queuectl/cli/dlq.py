@@ -38,4 +38,5 @@ def retry(obj: Any, job_ids: tuple[str, ...], all_: bool) -> None:
     job_ids = tuple(spec.parse_job_ref(job_id) for job_id in job_ids)
     with obj.store() as store:
         revived = api.retry_dead(store, None if all_ else list(job_ids))
-    click.echo(f"retried {len(revived)} job(s)" + (": " + " ".join(revived) if revived else ""))
+    shown = " ".join(render.visible(job_id) for job_id in revived)  # ids of older rules too
+    click.echo(f"retried {len(revived)} job(s)" + (": " + shown if revived else ""))

@@ -210,10 +210,27 @@ def logs(obj: Any, job_id: str, attempt: int | None) -> None:
     attempt = None if attempt is None else spec.parse_attempt(attempt)
     with obj.store() as store:
         record = api.logs(store, job_id, attempt)
-    out: TextIO = sys.stdout
-    out.write(f"== attempt {record.number}: {record.end} ==\n")
+    _write_output(record, sys.stdout)
+
+
+def _write_output(record: models.Attempt, out: TextIO) -> None:
+    r"""Write an attempt's output: the bytes as they are to a pipe, made harmless to a terminal.
+
+    On a terminal, control characters but newline and tab are shown as escapes (a colour code
+    reads `\x1b[31m`), so a job's output cannot clear the screen or rewrite earlier lines.
+    """
+    tty = out.isatty()
+    chunks = [f"== attempt {record.number}: {record.end} ==\n".encode()]
     for name, data in (("stdout", record.stdout), ("stderr", record.stderr)):
-        out.write(f"-- {name} --\n")
-        text = data.decode("utf-8", errors="replace")
-        out.write(text if text.endswith("\n") or not text else text + "\n")
+        chunks.append(f"-- {name} --\n".encode())
+        if tty:
+            from queuectl.cli import render
+
+            text = render.visible(data.decode("utf-8", errors="replace"), keep_lines=True)
+            data = text.encode(out.encoding or "utf-8", errors="replace")
+        chunks.append(data)
+        if data and not data.endswith(b"\n"):
+            chunks.append(b"\n")
     out.flush()
+    out.buffer.write(b"".join(chunks))
+    out.buffer.flush()

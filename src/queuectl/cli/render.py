@@ -1,8 +1,14 @@
-"""Render api results as rich tables or JSON. The only module that imports rich (lazily)."""
+r"""Render api results as rich tables or JSON. The only module that imports rich (lazily).
+
+What a job carries (its command, its errors, its output, a worker's id) is shown, never obeyed:
+control characters and bidirectional overrides become visible escapes (`\x1b`, `\u202e`), so
+no text can retitle, clear or rewrite the user's terminal. rich does not do this itself.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -13,6 +19,36 @@ from queuectl import api, models
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+
+# C0 controls, DEL, C1 controls (\x9b is a one-byte CSI on some terminals), the line and
+# paragraph separators, and the bidi marks, embeddings, overrides and isolates that reorder
+# what follows them on screen.
+_UNSAFE = "\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+_UNSAFE_IN_CELL = re.compile("[\x00-\x1f" + _UNSAFE + "]")
+_UNSAFE_IN_OUTPUT = re.compile("[\x00-\x08\x0b-\x1f" + _UNSAFE + "]")  # keeps \t and \n
+
+
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, *, keep_lines: bool = False) -> str:
+    r"""`text` with every control and bidi character shown as an escape, like `\x1b`.
+
+    Table cells and error lines escape newlines and tabs too (a cell is one line);
+    `keep_lines` keeps them, for a job's output on a terminal. Backslashes are left alone, so
+    `\x1b` typed by the user and an escaped ESC look the same: --json tells them apart.
+    """
+    pattern = _UNSAFE_IN_OUTPUT if keep_lines else _UNSAFE_IN_CELL
+    return pattern.sub(_escape, text)
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -63,7 +99,9 @@ def attempt_dict(attempt: models.Attempt) -> dict[str, Any]:
 
 
 def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
+    # ensure_ascii (the default, made explicit): json.dumps escapes C0 controls either way, but
+    # only this escapes C1 controls and bidi overrides, so the JSON is safe on a terminal too.
+    click.echo(json.dumps(data, indent=2, ensure_ascii=True))
 
 
 def _table(
@@ -77,13 +115,16 @@ def _table(
     from rich.text import Text
 
     table = Table(
-        title=None if title is None else Text(title), title_justify="left", header_style="bold"
+        title=None if title is None else Text(visible(title)),
+        title_justify="left",
+        header_style="bold",
     )
     for column in columns:
         table.add_column(column)
     for index, row in enumerate(rows):
         style = "bold" if bold_last and index == len(rows) - 1 else None
-        table.add_row(*(Text("" if cell is None else str(cell)) for cell in row), style=style)
+        texts = (Text("" if cell is None else visible(str(cell))) for cell in row)
+        table.add_row(*texts, style=style)
     return table
 
 

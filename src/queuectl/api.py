@@ -197,13 +197,21 @@ def stop_workers(
     A bad `timeout` (negative, not finite, over a day) raises FieldError before anything is written.
     """
     timeout = spec.parse_wait(timeout)
+    mode = "now" if now else "graceful"
     store.prune_workers()
-    asked = store.request_stop(None, "now" if now else "graceful")
+    asked = store.request_stop(None, mode)
     deadline = time.monotonic() + timeout
     remaining = list(asked)
     while remaining:
-        remaining = [w.id for w in store.list_workers() if w.id in set(asked)]
+        listed = [w.id for w in store.list_workers()]
+        # A worker that registered after the request (a supervisor replacing one that died
+        # just then) is asked too: "stop" means none is left running.
+        late = [worker_id for worker_id in listed if worker_id not in asked]
+        if late:
+            asked += store.request_stop(late, mode)
+        remaining = [worker_id for worker_id in listed if worker_id in asked]
         if not remaining or time.monotonic() >= deadline:
             break
         sleep(0.05)
+        store.prune_workers()  # one killed meanwhile is not waited for past its deadline
     return StopResult(asked=asked, remaining=remaining)

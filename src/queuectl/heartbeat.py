@@ -31,13 +31,16 @@ TICK = 0.2
 class Lease:
     """The worker's running claim and the heartbeat's bookkeeping of it (monotonic times)."""
 
-    __slots__ = ("claim", "held_until", "next_beat")
+    __slots__ = ("claim", "ended", "held_until", "next_beat")
 
     def __init__(self, claim: models.Claim, taken_at: float) -> None:
         self.claim = claim
         self.held_until = taken_at + claim.lease
         """When the lease runs out unless a beat extends it."""
         self.next_beat = taken_at + claim.lease / 3
+        self.ended = False
+        """The job has ended and its finish is being recorded: nothing is left to stop (a beat
+        racing the finish sees the lease gone because the finish took it)."""
 
 
 class Owner(Protocol):

@@ -113,7 +113,8 @@ class Worker:
     def abort_if_current(self, claim: models.Claim, why: str) -> None:
         """Stop the job of `claim` if it is still the running one (not a claim finished since)."""
         with self._lock:
-            running = self._current is not None and self._current.claim is claim
+            lease = self._current
+            running = lease is not None and lease.claim is claim and not lease.ended
             if running and not self.job_abort.is_set():
                 self.job_abort.set()
             else:
@@ -142,6 +143,12 @@ class Worker:
         connection, which belongs to the main thread.
         """
         return self._db is None or self._db.still_current()
+
+    def _mark_ended(self, claim: models.Claim) -> None:
+        """The job of `claim` has ended: from here a lost lease is the finish's to report."""
+        with self._lock:
+            if self._current is not None and self._current.claim is claim:
+                self._current.ended = True
 
     def _hold(self, claim: models.Claim | None, taken_at: float) -> None:
         """Make `claim` the running one (its lease taken at `taken_at`, monotonic)."""
@@ -250,6 +257,7 @@ class Worker:
             )
         else:
             outcome = self._run_job(claim)
+        self._mark_ended(claim)
         transition = retry.next_transition(job, outcome, self.cfg, db.now())
         finished, following, taken_at = self._finish(db, claim, outcome, transition)
         self._hold(following, taken_at)  # the heartbeat keeps its lease from now on

@@ -155,3 +155,22 @@ def test_the_maintenance_thread_checkpoints_so_the_log_starts_over(db_path: Path
         w.request_stop("graceful")
         runner.join(30)
         writer.close()
+
+
+def test_a_beat_racing_the_finish_of_its_job_stops_nothing_and_warns_not(
+    db_path: Path, store: Store, caplog: Any
+):
+    api.enqueue(store, [JobSpec(id="j", command="true")])
+    w = worker.Worker(str(db_path))
+    store.register_worker(w.info, 60)
+    claim = store.claim(w.id, w.info.host, None, 60)
+    assert claim is not None
+    w._hold(claim, time.monotonic())
+    lease = w.current()  # the heartbeat reads the running claim...
+    w._mark_ended(claim)  # ...the job ends, and its finish commits before the beat does
+    now = store.now()
+    done = models.Outcome(end=AttemptEnd.SUCCEEDED, started_at=now, ended_at=now)
+    assert store.finish(claim, done, models.Transition(state=JobState.COMPLETED, attempts=1))
+    heartbeat.Heartbeat(w, str(db_path)).beat(store, lease)
+    assert not w.job_abort.is_set()
+    assert "lease was lost" not in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -31,6 +32,24 @@ def test_status_shows_a_busy_worker_that_is_stopping(
     assert "job-9 (stopping: graceful)" in out
     assert "idle (stopping: now)" in out
     assert "2.0s ago" in out
+    assert "deadline" not in out
+
+
+def test_status_marks_a_worker_past_its_own_deadline(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    dead = models.WorkerInfo(
+        id="w-1", host="h", pid=7, queues=(), started_at=now,
+        heartbeat_at=now - timedelta(seconds=40), expires_at=now - timedelta(seconds=10),
+    )  # fmt: skip
+    snapshot = api.Status(counts=models.Counts(by_queue={}), workers=[dead], now=now)
+    render.status(snapshot, as_json=False)
+    assert "40.0s ago (missed its deadline: dead?)" in capsys.readouterr().out
+    render.status(snapshot, as_json=True)
+    [worker] = json.loads(capsys.readouterr().out)["workers"]
+    assert worker["stale"] is True
 
 
 # --- visible: what a cell or an error line repeats is shown, never obeyed -----------------

@@ -150,6 +150,8 @@ def status(snapshot: api.Status, as_json: bool) -> None:
             "heartbeat_age": round((snapshot.now - w.heartbeat_at).total_seconds(), 3),
             "job_id": w.job_id,
             "stop": w.stop,
+            "expires_at": _iso(w.expires_at),
+            "stale": w.stale(snapshot.now),
         }
         for w in snapshot.workers
     ]
@@ -173,7 +175,8 @@ def status(snapshot: api.Status, as_json: bool) -> None:
             w.id,
             w.host,
             w.pid,
-            f"{(snapshot.now - w.heartbeat_at).total_seconds():.1f}s ago",
+            f"{(snapshot.now - w.heartbeat_at).total_seconds():.1f}s ago"
+            + (" (missed its deadline: dead?)" if w.stale(snapshot.now) else ""),
             (w.job_id or "idle") + (f" (stopping: {w.stop})" if w.stop else ""),
         ]
         for w in snapshot.workers

@@ -151,7 +151,7 @@ def test_words_after_double_dash_become_the_command(
         pytest.param(["echo hi"], "echo hi", id="lone-non-json"),
         pytest.param(["[ -d / ]"], "[ -d / ]", id="lone-test-bracket"),
         pytest.param(["[1,"], "[1,", id="lone-broken-json-list"),
-        pytest.param(["NaN"], "NaN", id="lone-nan-is-not-json"),
+        pytest.param(["--", "NaN"], "NaN", id="json-nan-after-dd"),
     ],
 )
 def test_a_command_that_looks_like_json_after_dd_or_flag(

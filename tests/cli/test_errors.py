@@ -208,7 +208,8 @@ FLAG_CASES = [
 
 
 # A lone argument (not after --) that is JSON but not an object: a mistake, not a command.
-LONE_JSON = ["[1,2]", '"x"', "42", "null", " [1]", "true", "false", "1e5", "[" * 5000 + "]" * 5000]
+LONE_JSON = ["[1,2]", '"x"', "42", "null", " [1]", "true", "false", "1e5", "NaN", "[Infinity]"]
+LONE_JSON.append("[" * 5000 + "]" * 5000)
 
 
 @pytest.mark.parametrize("arg", [*LONE_JSON, "9" * 5000])

@@ -81,7 +81,8 @@ def _count(text: str, key: str) -> int:
 
 
 def _size(text: str, key: str) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    # At most 12 ASCII digits: int() of thousands of digits raises, and \d takes any script's.
+    match = re.fullmatch(r"\s*([0-9]{1,12})\s*([a-zA-Z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
     size = int(match.group(1)) * _SIZE_UNITS.get(unit, 0) if match else 0
     if not 1 <= size <= MAX_OUTPUT_LIMIT:

@@ -154,3 +154,9 @@ def test_format_value(value, text):
 def test_default_values_survive_format_and_parse(key):
     default = getattr(config.Config(), key)
     assert config.parse_value(key, config.format_value(default)) == default
+
+
+@pytest.mark.parametrize("text", ["9" * 5000, "\u0661\u0662KiB", "1" * 13])
+def test_an_absurd_size_is_a_field_error_not_a_crash(text: str) -> None:
+    with pytest.raises(errors.FieldError, match="output_limit"):
+        config.parse_value("output_limit", text)

@@ -34,6 +34,15 @@ def wait_until(
         time.sleep(interval)
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def run_cli(
     db: str | Path, *args: str, input: str | None = None, cwd: str | Path | None = None
 ) -> subprocess.CompletedProcess[str]:

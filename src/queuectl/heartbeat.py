@@ -20,11 +20,11 @@ import threading
 import time
 from typing import Protocol
 
-from queuectl import config, errors, models, outage, store
+from queuectl import config, models, store, storethread
 
 log = logging.getLogger(__name__)
 
-TICK = 0.2
+TICK = storethread.TICK
 """Seconds between the thread's looks at its deadlines and, while a job runs, at stop requests."""
 
 
@@ -63,47 +63,35 @@ class Owner(Protocol):
         """Act on stop signals that arrived."""
 
 
-class Heartbeat:
+class Heartbeat(storethread.StoreThread):
     """The heartbeat thread of one worker (start(), then join() once owner.exiting is set)."""
 
     def __init__(self, owner: Owner, location: str) -> None:
+        self.name = f"worker {owner.info.id}: heartbeat"
+        super().__init__(owner.exiting, location, log)
         self.owner = owner
-        self.location = location
         self.next_row_beat = 0.0
         self._parent = os.getppid()
-        self._outage = outage.Outage(log, f"worker {owner.info.id}: heartbeat")
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def start(self) -> None:
         """Start beating (the worker has registered, so the first beat is due in lease / 3)."""
         self.next_row_beat = time.monotonic() + self.owner.cfg.lease / 3
-        self._thread.start()
+        super().start()
 
-    def join(self) -> None:
-        """Wait for the thread to end (after owner.exiting was set)."""
-        if self._thread.is_alive():
-            self._thread.join()
+    def ready(self) -> bool:
+        """Act on signals and on a dead supervisor first: neither needs the store."""
+        self.owner.poll_signals()
+        if os.getppid() != self._parent:
+            self.owner.request_stop("graceful")  # the supervisor is gone
+        return True
 
-    def _run(self) -> None:
-        db: store.Store | None = None
-        try:
-            while not self.owner.exiting.wait(TICK):
-                self.owner.poll_signals()
-                if os.getppid() != self._parent:
-                    self.owner.request_stop("graceful")  # the supervisor is gone
-                try:
-                    db = db or store.open_store(self.location, create=False)
-                    self.tick(db)
-                    self._outage.recovered()
-                except Exception as exc:  # noqa: BLE001 - a dead heartbeat would let leases lapse
-                    self._outage.failed(exc)
-                    if db is not None and not isinstance(exc, errors.StoreUnavailable):
-                        db.close()  # something unexpected: start again on a fresh connection
-                        db = None
-                self.fence()
-        finally:
-            if db is not None:
-                db.close()
+    def step(self, db: store.Store) -> None:
+        """One tick: beat or look for a stop (see tick())."""
+        self.tick(db)
+
+    def after(self) -> None:
+        """Whether the beat worked or not: stop a job whose lease lapsed."""
+        self.fence()
 
     def tick(self, db: store.Store) -> None:
         """Beat when a deadline needs it; else, while a job runs, look for a stop request."""

@@ -17,11 +17,11 @@ import threading
 import time
 from typing import Protocol
 
-from queuectl import config, errors, models, outage, proctree, retry, store
+from queuectl import config, errors, models, outage, proctree, retry, store, storethread
 
 log = logging.getLogger(__name__)
 
-TICK = 0.2
+TICK = storethread.TICK
 """Seconds between storage upkeep calls."""
 SWEEP_INTERVAL = 1.0
 """Seconds between looks for expired leases, dead workers, config changes and a replaced store."""
@@ -51,45 +51,26 @@ def job_markers(claim: models.Claim) -> dict[str, str]:
     }
 
 
-class Maintenance:
+class Maintenance(storethread.StoreThread):
     """The maintenance thread of one worker (start(), then join() once owner.exiting is set)."""
 
     def __init__(self, owner: Owner, location: str) -> None:
+        self.name = f"worker {owner.info.id}: maintenance"
+        super().__init__(owner.exiting, location, log)
         self.owner = owner
-        self.location = location
         self.next_sweep = 0.0
-        self._outage = outage.Outage(log, f"worker {owner.info.id}: maintenance")
         self._upkeep_outage = outage.Outage(log, f"worker {owner.info.id}: checkpoint")
-        self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
 
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread.start()
+    def ready(self) -> bool:
+        """Look at the store's file first: a replaced one needs no connection to notice."""
+        if self.owner.still_current():
+            return True
+        self.owner.store_gone()
+        return False
 
-    def join(self) -> None:
-        """Wait for the thread to end (after owner.exiting was set)."""
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        db: store.Store | None = None
-        try:
-            while not self.owner.exiting.wait(TICK):
-                if not self.owner.still_current():  # looked at first: no connection needed
-                    self.owner.store_gone()
-                    continue
-                try:
-                    db = db or store.open_store(self.location, create=False)
-                    self.tick(db)
-                    self._outage.recovered()
-                except Exception as exc:  # noqa: BLE001 - maintenance must outlive any error
-                    self._outage.failed(exc)
-                    if db is not None and not isinstance(exc, errors.StoreUnavailable):
-                        db.close()
-                        db = None
-        finally:
-            if db is not None:
-                db.close()
+    def step(self, db: store.Store) -> None:
+        """One tick (see tick())."""
+        self.tick(db)
 
     def tick(self, db: store.Store) -> None:
         """Upkeep now; the sweep when it is due."""

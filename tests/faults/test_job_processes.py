@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import alive, wait_until
 
 RUNNER = """
 import json, sys, threading
@@ -33,14 +33,6 @@ out = executor.run(sys.argv[1], timeout=float(sys.argv[2]) or None, abort=abort,
 print(json.dumps({"end": out.end.value, "exit_code": out.exit_code,
                   "seconds": (out.ended_at - out.started_at).total_seconds()}))
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _detached(pidfile: Path, body: str) -> str:
@@ -75,7 +67,7 @@ def pidfile(tmp_path: Path):
     path = tmp_path / "pids"
     yield path
     for pid in [int(p) for p in path.read_text().split()] if path.exists() else []:
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, 9)
 
 
@@ -83,7 +75,7 @@ def test_a_setsid_child_holding_the_output_is_killed_when_the_shell_exits(pidfil
     result = _run(_detached(pidfile, "exec sleep 20") + "; echo done", timeout=3)
     assert result["end"] == "succeeded"
     [pid] = _pids(pidfile)
-    assert not _alive(pid), "the setsid child outlived its attempt"
+    assert not alive(pid), "the setsid child outlived its attempt"
     assert float(str(result["seconds"])) < 3, "the attempt waited for the leftover child"
 
 
@@ -92,7 +84,7 @@ def test_a_detached_grandchild_with_its_output_redirected_is_killed(pidfile: Pat
     result = _run(command)
     assert result["end"] == "succeeded"
     [pid] = _pids(pidfile)
-    assert not _alive(pid), "sleep 26 outlived its attempt (re-parented to init)"
+    assert not alive(pid), "sleep 26 outlived its attempt (re-parented to init)"
 
 
 def test_the_timeout_reaches_processes_in_other_sessions_that_ignore_term(pidfile: Path):
@@ -100,7 +92,7 @@ def test_the_timeout_reaches_processes_in_other_sessions_that_ignore_term(pidfil
     result = _run(command, timeout=1)
     assert result["end"] == "timeout"
     [pid] = _pids(pidfile)
-    assert not _alive(pid)
+    assert not alive(pid)
     assert float(str(result["wall"])) < 20, "the timeout did not end the attempt"
 
 
@@ -108,5 +100,5 @@ def test_an_abort_ends_an_attempt_whose_shell_is_gone(pidfile: Path):
     # The shell exits at once; its setsid child holds the pipes. `worker stop --now` must end it.
     result = _run(_detached(pidfile, "exec sleep 30"), abort_after=0.5)
     [pid] = _pids(pidfile)
-    assert not _alive(pid)
+    assert not alive(pid)
     assert float(str(result["wall"])) < 20, "the abort did not end the attempt"

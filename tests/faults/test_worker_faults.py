@@ -18,15 +18,7 @@ import pytest
 from queuectl import api, spec
 from queuectl.models import AttemptEnd, JobState
 from queuectl.store import Store
-from tests.helpers import WorkerPool, run_cli, wait_until
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+from tests.helpers import WorkerPool, alive, run_cli, wait_until
 
 
 class History:
@@ -117,7 +109,7 @@ def test_a_frozen_worker_loses_its_job_which_never_runs_twice_at_once(
             # Past its lease, another worker rescues the job: it kills the first execution's
             # processes on this host first, so the retry never overlaps them.
             wait_until(lambda: len(history.starts()) == 2, 20, "the job to run again")
-            assert not _alive(first_pid), "the frozen worker's job ran on beside its retry"
+            assert not alive(first_pid), "the frozen worker's job ran on beside its retry"
         finally:
             os.kill(frozen, signal.SIGCONT)
         # Thawed, it was forgotten (pruned) meanwhile: it registers again by itself.
@@ -170,11 +162,11 @@ def test_a_job_whose_supervisor_and_worker_were_killed_is_killed_then_rescued(
         os.kill(supervisor, signal.SIGKILL)
         os.kill(worker_pid, signal.SIGKILL)  # the job's processes live on, unsupervised
         [first_pid] = [int(line[2]) for line in history.starts()]
-        assert _alive(first_pid)
+        assert alive(first_pid)
         # The other worker, idle or busy, rescues it once its lease has run out, killing the
         # orphaned execution first; and it forgets the dead worker.
         wait_until(lambda: store.attempts(job), 15, "the job to be rescued")
-        assert not _alive(first_pid), "the orphaned execution outlived the rescue"
+        assert not alive(first_pid), "the orphaned execution outlived the rescue"
         assert store.attempts(job)[0].end is AttemptEnd.WORKER_LOST
         wait_until(lambda: doomed_id not in _ids(store), 10, "the dead worker to be forgotten")
         if busy is not None:

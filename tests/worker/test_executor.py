@@ -13,15 +13,7 @@ import pytest
 
 from queuectl import executor
 from queuectl.models import AttemptEnd
-from tests.helpers import wait_until
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+from tests.helpers import alive, wait_until
 
 
 def test_success_captures_stdout_and_stderr_separately():
@@ -124,7 +116,7 @@ def test_timeout_kills_the_command_and_its_children(tmp_path: Path):
     outcome = executor.run(f"sleep 60 & echo $! > {pidfile}; wait", timeout=0.5)
     assert outcome.end is AttemptEnd.TIMEOUT
     child = int(pidfile.read_text())
-    wait_until(lambda: not _alive(child), timeout=5, message="the background child to die")
+    wait_until(lambda: not alive(child), timeout=5, message="the background child to die")
 
 
 def test_command_ignoring_sigterm_is_killed_after_the_grace_period():
@@ -138,7 +130,7 @@ def test_leftover_background_process_is_killed_when_the_command_exits(tmp_path: 
     outcome = executor.run(f"sleep 60 & echo $! > {pidfile}")
     assert outcome.end is AttemptEnd.SUCCEEDED
     child = int(pidfile.read_text())
-    wait_until(lambda: not _alive(child), timeout=5, message="the leftover child to die")
+    wait_until(lambda: not alive(child), timeout=5, message="the leftover child to die")
 
 
 def test_output_keeps_only_the_tail_with_a_marker():

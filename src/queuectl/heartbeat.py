@@ -85,15 +85,11 @@ class Heartbeat(storethread.StoreThread):
             self.owner.request_stop("graceful")  # the supervisor is gone
         return True
 
-    def step(self, db: store.Store) -> None:
-        """One tick: beat or look for a stop (see tick())."""
-        self.tick(db)
-
     def after(self) -> None:
         """Whether the beat worked or not: stop a job whose lease lapsed."""
         self.fence()
 
-    def tick(self, db: store.Store) -> None:
+    def step(self, db: store.Store) -> None:
         """Beat when a deadline needs it; else, while a job runs, look for a stop request."""
         lease = self.owner.current()
         now = time.monotonic()

@@ -69,10 +69,6 @@ class Maintenance(storethread.StoreThread):
         return False
 
     def step(self, db: store.Store) -> None:
-        """One tick (see tick())."""
-        self.tick(db)
-
-    def tick(self, db: store.Store) -> None:
         """Upkeep now; the sweep when it is due."""
         self.upkeep(db)
         if time.monotonic() >= self.next_sweep:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from queuectl import proctree
+
 T = TypeVar("T")
 
 QUEUECTL = shutil.which("queuectl", path=str(Path(sys.executable).parent)) or "queuectl"
@@ -74,6 +76,9 @@ class WorkerPool:
         self.db, self.count, self.extra = str(db), count, extra
         self.log = log or Path(self.db).with_suffix(".workers.log")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.mark = os.urandom(8).hex()
+        """Every process of the pool carries QUEUECTL_TEST_POOL=mark: the supervisor, its workers
+        and their jobs, whatever sessions they moved to."""
 
     def __enter__(self) -> WorkerPool:
         with self.log.open("ab") as out:
@@ -91,6 +96,7 @@ class WorkerPool:
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
+                env={**os.environ, "QUEUECTL_TEST_POOL": self.mark},
             )
         return self
 
@@ -126,3 +132,6 @@ class WorkerPool:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
+        # Whatever of the pool is left (a test's job in a session of its own, a worker whose
+        # supervisor the test killed): a test never leaves processes behind for the next ones.
+        proctree.kill_marked({"QUEUECTL_TEST_POOL": self.mark})

@@ -203,12 +203,16 @@ def stop_workers(
     deadline = time.monotonic() + timeout
     remaining = list(asked)
     while remaining:
-        listed = [w.id for w in store.list_workers()]
+        workers = store.list_workers()
+        listed = [w.id for w in workers]
         # A worker that registered after the request (a supervisor replacing one that died
-        # just then) is asked too: "stop" means none is left running.
-        late = [worker_id for worker_id in listed if worker_id not in asked]
+        # just then), or whose request went with its row (pruned while frozen, then registered
+        # again), is asked (again): "stop" means none is left running.
+        late = [w.id for w in workers if w.stop is None]
         if late:
-            asked += store.request_stop(late, mode)
+            asked += [
+                worker_id for worker_id in store.request_stop(late, mode) if worker_id not in asked
+            ]
         remaining = [worker_id for worker_id in listed if worker_id in asked]
         if not remaining or time.monotonic() >= deadline:
             break

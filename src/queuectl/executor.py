@@ -38,6 +38,14 @@ NOT_STARTED_CODES = (126, 127)
 """Exit codes with which /bin/sh says it could not find or execute the command."""
 
 
+Abort = Callable[[], bool]
+"""Asked while a command runs: True stops it (an Event's is_set, or a worker's own check)."""
+
+
+def _asker(abort: threading.Event | Abort | None) -> Abort | None:
+    return abort.is_set if isinstance(abort, threading.Event) else abort
+
+
 class TailBuffer:
     """Keeps the last `limit` bytes of a stream, never holding much more than that."""
 
@@ -224,7 +232,7 @@ def _open_pidfd(pid: int) -> int | None:
         return None  # not Linux >= 5.3: fall back to polling
 
 
-def _escalate(run: _Run, abort: threading.Event | None, kill_grace: float) -> None:
+def _escalate(run: _Run, abort: Abort | None, kill_grace: float) -> None:
     """Send TERM when the deadline passes or an abort comes, and KILL after the grace period.
 
     Once the command has exited its processes are dead already; then the deadline, an abort or
@@ -232,7 +240,7 @@ def _escalate(run: _Run, abort: threading.Event | None, kill_grace: float) -> No
     """
     now = time.monotonic()
     timed_out = run.deadline is not None and now >= run.deadline
-    aborted = abort is not None and abort.is_set()
+    aborted = abort is not None and abort()
     if run.exited:
         _end_drain(run, now, timed_out or aborted)
         return
@@ -257,7 +265,7 @@ def _end_drain(run: _Run, now: float, cut_short: bool) -> None:
 
 
 def _next_wait(
-    run: _Run, pidfd: int | None, abort: threading.Event | None, kill_grace: float
+    run: _Run, pidfd: int | None, abort: Abort | None, kill_grace: float
 ) -> float | None:
     now = time.monotonic()
     waits: list[float] = []
@@ -268,7 +276,7 @@ def _next_wait(
     if run.exited:
         waits.append(LEFTOVER_CHECK)  # the pipes stay open: look for what holds them
     if abort is not None or (pidfd is None and not run.exited):
-        waits.append(0.05)  # abort is an Event with no fd; without a pidfd exit is polled
+        waits.append(0.05)  # abort is asked, it has no fd; without a pidfd exit is polled
     return max(min(waits), 0.0) if waits else None
 
 
@@ -279,7 +287,7 @@ def _on_leader_exit(run: _Run) -> None:
     _kill_leftovers(run.child.pid)
 
 
-def _pump(run: _Run, pidfd: int | None, abort: threading.Event | None, kill_grace: float) -> None:
+def _pump(run: _Run, pidfd: int | None, abort: Abort | None, kill_grace: float) -> None:
     """Read output and watch the clock until the command has exited and both pipes are closed."""
     while run.selector.get_map() or not run.exited:
         for key, _ in run.selector.select(_next_wait(run, pidfd, abort, kill_grace)):
@@ -316,7 +324,7 @@ def run(
     env: Mapping[str, str] | None = None,
     inherit: Mapping[bytes, bytes] | None = None,
     output_limit: int = 1024 * 1024,
-    abort: threading.Event | None = None,
+    abort: threading.Event | Abort | None = None,
     kill_grace: float = KILL_GRACE,
 ) -> models.Outcome:
     """Run `command` with /bin/sh -c and return how it ended, with the tails of its output.
@@ -329,7 +337,8 @@ def run(
         inherit: the environment the command starts from (default: this process's); a caller
             starting many commands passes a snapshot once taken, `dict(os.environb)`.
         output_limit: bytes of stdout and of stderr kept (the last ones).
-        abort: when set, the process group is stopped and the outcome is SHUTDOWN.
+        abort: an Event, or a function asked every 50 ms: when set (or true), the job's
+            processes are stopped and the outcome is SHUTDOWN.
         kill_grace: seconds between TERM and KILL.
     """
     started = datetime.now(UTC)
@@ -359,7 +368,7 @@ def run(
             job.selector.register(pidfd, selectors.EVENT_READ)
         try:
             try:
-                _pump(job, pidfd, abort, kill_grace)
+                _pump(job, pidfd, _asker(abort), kill_grace)
             except BaseException:
                 _signal_job(child.pid, signal.SIGKILL)  # no job outlives its attempt
                 child.reap()

@@ -6,10 +6,10 @@ It beats on its own connection, often enough for both deadlines it keeps:
 - the running claim's lease, taken for `claim.lease` s and so extended every claim.lease / 3,
   whatever the config says meanwhile.
 A beat checks the claim's lease whether or not the row was there (a frozen worker's row may have
-been pruned; the beat registers it again), and stops the job as soon as the lease is lost. When
-beats fail (a full disk, a broken file), the job is stopped once its lease has run out without
-renewal, because by then another worker may have rescued it. While a job runs, the thread also
-looks for stop requests every TICK. It survives any error: it logs once and tries again.
+been pruned; the beat registers it again), and stops the job as soon as the lease is lost; it
+records when the lease runs out, and the worker's main thread stops the job at that moment if no
+beat has extended it (a beat may be stuck waiting for the store). While a job runs, the thread
+also looks for stop requests every TICK. It survives any error: it logs once and tries again.
 """
 
 from __future__ import annotations
@@ -85,10 +85,6 @@ class Heartbeat(storethread.StoreThread):
             self.owner.request_stop("graceful")  # the supervisor is gone
         return True
 
-    def after(self) -> None:
-        """Whether the beat worked or not: stop a job whose lease lapsed."""
-        self.fence()
-
     def step(self, db: store.Store) -> None:
         """Beat when a deadline needs it; else, while a job runs, look for a stop request."""
         lease = self.owner.current()
@@ -120,9 +116,3 @@ class Heartbeat(storethread.StoreThread):
                 self.owner.abort_if_current(lease.claim, "its lease was lost (it was rescued)")
         if reply.stop is not None:
             self.owner.request_stop(reply.stop)
-
-    def fence(self) -> None:
-        """Stop a job whose lease ran out without renewal: another worker may run it now."""
-        lease = self.owner.current()
-        if lease is not None and time.monotonic() >= lease.held_until:
-            self.owner.abort_if_current(lease.claim, "its lease ran out before a heartbeat")

@@ -45,25 +45,20 @@ class StoreThread:
     def step(self, db: store.Store) -> None:
         """One tick's work on this thread's connection."""
 
-    def after(self) -> None:
-        """Called each tick after step(), whether it worked or not."""
-
     def _run(self) -> None:
         db: store.Store | None = None
         try:
             while not self.exiting.wait(TICK):
-                if not self.ready():
-                    continue
                 try:
-                    db = db or store.open_store(self.location, create=False)
-                    self.step(db)
-                    self.outage.recovered()
+                    if self.ready():
+                        db = db or store.open_store(self.location, create=False)
+                        self.step(db)
+                        self.outage.recovered()
                 except Exception as exc:  # noqa: BLE001 - the thread must outlive any error
                     self.outage.failed(exc)
                     if db is not None and not isinstance(exc, errors.StoreUnavailable):
                         db.close()  # something unexpected: start again on a fresh connection
                         db = None
-                self.after()
         finally:
             if db is not None:
                 db.close()

@@ -72,6 +72,7 @@ class Supervisor:
         self.signals = 0
         self.quick_deaths = 0
         self.exit_code = 0
+        self.giving_up = False
 
     def _spawn(self) -> Slot:
         worker_id = worker.new_worker_id()
@@ -88,7 +89,7 @@ class Supervisor:
     @property
     def stopping(self) -> bool:
         """Whether a stop was asked for (a signal, or giving up)."""
-        return self.signals > 0
+        return self.signals > 0 or self.giving_up
 
     def run(self) -> int:
         """Start the workers and wait until all have exited; return the exit code.
@@ -112,7 +113,7 @@ class Supervisor:
         return slot.restart_at is not None and not self.stopping
 
     def _deliver_stop(self) -> None:
-        level = min(self.signals, 2)
+        level = max(min(self.signals, 2), 1 if self.giving_up else 0)
         for slot in self.slots:
             while slot.proc is not None and slot.signalled < level and slot.proc.poll() is None:
                 slot.proc.send_signal(signal.SIGTERM)  # the worker counts: 1 graceful, 2 now
@@ -164,7 +165,7 @@ class Supervisor:
 
     def _give_up(self) -> None:
         self.exit_code = 1
-        self.signals = max(self.signals, 1)  # the others stop gracefully, none is restarted
+        self.giving_up = True  # the others stop gracefully, none is restarted
 
     def _clean_up_after(self, worker_id: str) -> None:
         """Kill what the dead worker's job left running, then let another worker rescue the job.
@@ -176,7 +177,7 @@ class Supervisor:
         if killed:
             log.warning("supervisor: killed %d process(es) left by worker %s", killed, worker_id)
         try:
-            db = store.open_store(self.db)
+            db = store.open_store(self.db, create=False)  # a deleted store stays deleted
         except errors.StoreUnavailable as exc:
             log.warning("supervisor: cannot release worker %s: %s", worker_id, exc)
             return

@@ -233,6 +233,7 @@ class Worker:
         due = db.next_run_at(self.queues)
         if due is not None:
             timeout = min(timeout, (due - db.now()).total_seconds() + EVENT_SLACK)
+        proctree.reap_orphans(0)  # what a job left that was killed but not yet dead at its end
         if timeout > 0 and not self.stop.is_set():
             db.wait_for_work(timeout, self.signals.fd)
             self.signals.drain()
@@ -247,13 +248,13 @@ class Worker:
         asked for.
         """
         job = claim.job
-        if self._now_requested:
-            # Claimed with the previous job's finish, just before `stop --now`: not started.
+        not_started = self._not_started(claim)
+        if not_started is not None:
             outcome = models.Outcome(
                 end=models.AttemptEnd.SHUTDOWN,
                 started_at=claim.claimed_at,
                 ended_at=db.now(),
-                error="not started: the worker was stopped at once",
+                error=f"not started: {not_started}",
             )
         else:
             outcome = self._run_job(claim)
@@ -278,6 +279,16 @@ class Worker:
             )
         return following
 
+    def _not_started(self, claim: models.Claim) -> str | None:
+        """Why a claimed job must not start, if it must not."""
+        if self._now_requested:  # claimed with the previous finish, just before `stop --now`
+            return "the worker was stopped at once"
+        lease = self.current()
+        if lease is not None and lease.claim is claim and time.monotonic() >= lease.held_until:
+            # Frozen between the claim and the start: it may be rescued and running elsewhere.
+            return "its lease ran out before it started"
+        return None
+
     def _run_job(self, claim: models.Claim) -> models.Outcome:
         job = claim.job
         log.debug(
@@ -295,8 +306,20 @@ class Worker:
             },
             inherit=self._environment,
             output_limit=self.cfg.output_limit,
-            abort=self.job_abort,
+            abort=self._should_abort,
         )
+
+    def _should_abort(self) -> bool:
+        """Asked by the executor every 50 ms, in this (main) thread: stop the running job?
+
+        Signals and the lease's deadline are looked at here too, not only by the heartbeat
+        thread, which may be stuck waiting for the store's lock for as long as a minute.
+        """
+        self.poll_signals()
+        lease = self.current()
+        if lease is not None and time.monotonic() >= lease.held_until:
+            self.abort_if_current(lease.claim, "its lease ran out before a heartbeat renewed it")
+        return self.job_abort.is_set()
 
     def _finish(
         self,

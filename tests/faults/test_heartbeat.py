@@ -1,9 +1,9 @@
-"""The heartbeat thread survives any store error and stops a job whose lease lapsed (defect 7).
+"""The heartbeat thread survives any store error, and a job whose lease lapsed stops (defect 7).
 
 A real worker's state and a real SQLite store, with one fault injected: the heartbeat's
 connection raises an error that is not StoreUnavailable (a bug in a driver, a corrupt page) for
-a while. The thread must log it once, go on trying, and stop the running job once its lease has
-run out without renewal, because another worker may rescue it by then.
+a while. The thread must log it once and go on trying, and the running job must stop once its
+lease has run out without renewal, because another worker may rescue it by then.
 """
 
 from __future__ import annotations
@@ -66,8 +66,10 @@ def test_the_heartbeat_survives_any_error_logs_it_once_and_fences_the_job(
     caplog.set_level(logging.ERROR, logger="queuectl.heartbeat")
     beats.start()
     try:
-        # The lease (1 s) runs out with every beat failing: the job is stopped.
-        wait_until(w.job_abort.is_set, 5, "the job to be stopped once its lease lapsed")
+        # The lease (1 s) runs out with every beat failing: the executor's next look at the
+        # worker (every 50 ms, in the main thread) stops the job.
+        assert not w._should_abort()
+        wait_until(w._should_abort, 5, "the job to be stopped once its lease lapsed")
         wait_until(lambda: broken.calls >= 5, 5, "the thread to keep trying")
         broken.healed = True
         calls = broken.calls

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -215,3 +216,24 @@ def test_workers_stop_when_their_database_file_is_deleted(
         assert pool.proc.wait(timeout=20) == 1
         assert "deleted or replaced" in pool.log_text()
         assert not pool.worker_pids()
+
+
+def test_the_lease_deadline_stops_a_job_even_while_the_heartbeat_waits_for_the_lock(
+    db_path: Path, store: Store, tmp_path: Path
+):
+    history = History(tmp_path)
+    api.set_config(store, "lease", "2")
+    with WorkerPool(db_path, 1) as pool:
+        job = _enqueue(store, command=history.command("sleep 30"), max_retries=3)
+        [first] = wait_until(history.starts, 20, "the job to start")
+        locker = sqlite3.connect(db_path, isolation_level=None, timeout=0)
+        locker.execute("BEGIN IMMEDIATE")  # every beat now waits for the write lock
+        try:
+            wait_until(lambda: "ran out before a heartbeat" in pool.log_text(), 10, "the fence")
+            wait_until(lambda: not alive(int(first[2])), 10, "the job's processes to stop")
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        wait_until(lambda: len(history.starts()) == 2, 30, "the job to run again")
+    assert not history.overlaps(), history.lines()
+    assert store.attempts(job)[0].end is AttemptEnd.WORKER_LOST

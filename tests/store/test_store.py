@@ -552,8 +552,8 @@ def test_a_rescued_job_is_claimed_again(store):
 def test_heartbeat_extends_the_lease(store):
     store.register_worker(worker_info("w1"), LEASE)
     store.enqueue([new_job("j")])
-    c = must_claim(store, "w1", lease=0.001)
-    c = replace(c, lease=LEASE)  # taken for a moment, then extended for LEASE
+    c = must_claim(store, "w1", lease=5)
+    c = replace(c, lease=LEASE)  # taken for 5 s, then extended for LEASE
     reply = store.heartbeat(worker_info("w1"), c, LEASE)
     assert reply == models.HeartbeatReply(stop=None, lease_held=True)
     lease_end = job(store, "j").lease_expires_at
@@ -563,6 +563,22 @@ def test_heartbeat_extends_the_lease(store):
     assert store.expired_claims(10) == []
     assert not store.rescue(c, *lost(c, store))
     assert job(store, "j").state is models.JobState.PROCESSING
+
+
+def test_a_lapsed_lease_is_neither_extended_nor_finished_only_rescued(store):
+    store.register_worker(worker_info("w1"), LEASE)
+    store.enqueue([new_job("j")])
+    c = must_claim(store, "w1", lease=0.001)
+    [e] = wait_until(lambda: store.expired_claims(10), message="the lease to expire")
+    # A rescuer may be killing the job's processes now: a late beat must not revive the lease,
+    # and a late finish must not record what those kills did to the job.
+    reply = store.heartbeat(worker_info("w1"), c, LEASE)
+    assert not reply.lease_held
+    ok, _ = finish(store, c)
+    assert not ok
+    assert job(store, "j").state is models.JobState.PROCESSING
+    assert store.rescue(e, *lost(e, store))
+    assert [a.end for a in store.attempts("j")] == [models.AttemptEnd.WORKER_LOST]
 
 
 def test_heartbeat_reports_a_lost_lease(store):

@@ -61,13 +61,15 @@ SELECT min(run_at) AS run_at
    AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)));
 
 -- name: extend_lease :rowcount
--- Push a claim's lease forward; 0 rows means the claim no longer owns the job.
+-- Push a claim's lease forward; 0 rows means the claim no longer owns the job. A lease that ran
+-- out stays out: a rescuer may be killing the job's processes already.
 UPDATE queuectl_jobs
    SET lease_expires_at = :lease_expires_at
  WHERE seq = :seq
    AND state = 'processing'
    AND worker_id = :worker_id
-   AND run_count = :run_count;
+   AND run_count = :run_count
+   AND lease_expires_at >= :now;
 
 -- name: touch_worker :one
 -- Mark a worker alive until :expires_at and return its pending stop request; no row means it
@@ -83,7 +85,9 @@ RETURNING stop;
 SELECT stop FROM queuectl_workers WHERE id = :worker_id;
 
 -- name: insert_attempt :rowcount
--- Record a claim's attempt, only while the claim still owns the job (0 rows = lease lost).
+-- Record a claim's attempt, only while the claim still owns the job (0 rows = lease lost): a
+-- finish (:live_at = now) only while its lease runs, a rescue (:expired_before = now) only once
+-- it has run out, so the two never both happen.
 INSERT INTO queuectl_attempts (
     job_seq, number, worker_id, host, pid, started_at, ended_at,
     exit_code, signal, outcome, error, stdout, stderr
@@ -95,6 +99,7 @@ SELECT seq, run_count, worker_id, worker_host, :pid, :started_at, :ended_at,
    AND state = 'processing'
    AND worker_id = :worker_id
    AND run_count = :run_count
+   AND (:live_at IS NULL OR lease_expires_at >= :live_at)
    AND (:expired_before IS NULL OR lease_expires_at < :expired_before);
 
 -- name: finish_job :rowcount
@@ -199,6 +204,14 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
 -- name: delete_worker :exec
 -- Deregister a worker.
 DELETE FROM queuectl_workers WHERE id = :worker_id;
+
+-- name: select_expired_worker :one
+-- Whether any worker but :exclude is past its own deadline (so that pruning need not write).
+SELECT id
+  FROM queuectl_workers
+ WHERE expires_at < :now
+   AND (:exclude IS NULL OR id != :exclude)
+ LIMIT 1;
 
 -- name: prune_workers :rowcount
 -- Forget workers past their own deadline (they died without deregistering), never the caller.

@@ -118,8 +118,10 @@ def _identity(path: str) -> tuple[int, int] | None:
     """Which file `path` names now (device and inode); None when it names none."""
     try:
         info = os.stat(path)  # noqa: PTH116 - pathlib costs the CLI 4 ms to import
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError:
+        return (-1, -1)  # cannot tell (EACCES, EIO, ESTALE): see still_current
     return info.st_dev, info.st_ino
 
 
@@ -278,7 +280,10 @@ class SqliteStore:
         self._db.close()
 
     def still_current(self) -> bool:
-        return self._identity is not None and _identity(self.path) == self._identity
+        now = _identity(self.path)
+        if now == (-1, -1):
+            return True  # a passing error of the file system is not a replaced file
+        return self._identity is not None and now == self._identity
 
     def now(self) -> datetime:
         return _dt(self._now_us())
@@ -382,9 +387,9 @@ class SqliteStore:
     def heartbeat(
         self, worker: models.WorkerInfo, claim: models.Claim | None, ttl: float
     ) -> models.HeartbeatReply:
-        now = self._now_us()
-        expires_at = now + int(ttl * 1_000_000)
         with self._write(durable=False):
+            now = self._now_us()  # after BEGIN: a long wait for the lock must not stale it
+            expires_at = now + int(ttl * 1_000_000)
             row = self._one("touch_worker", worker_id=worker.id, now=now, expires_at=expires_at)
             if row is None:
                 self._upsert_worker(worker, now, expires_at)
@@ -392,6 +397,7 @@ class SqliteStore:
                 self._run(
                     "extend_lease",
                     lease_expires_at=now + int(claim.lease * 1_000_000),
+                    now=now,
                     **self._claim_key(claim),
                 )
                 == 1
@@ -457,6 +463,7 @@ class SqliteStore:
             stdout=outcome.stdout,
             stderr=outcome.stderr,
             expired_before=expired_before,
+            live_at=self._now_us() if expired_before is None else None,
             **key,
         )
         if inserted != 1:
@@ -560,6 +567,9 @@ class SqliteStore:
             self._run("delete_worker", worker_id=worker_id)
 
     def prune_workers(self, exclude: str | None = None) -> int:
+        # A read first: every worker prunes every second, and a write takes the one write lock.
+        if self._one("select_expired_worker", now=self._now_us(), exclude=exclude) is None:
+            return 0
         with self._write(durable=False):
             return self._run("prune_workers", now=self._now_us(), exclude=exclude)
 

@@ -37,3 +37,24 @@ def test_a_worker_registered_after_the_stop_request_is_asked_too(store: Store):
     assert sorted(result.asked) == ["old", "replacement"]
     assert result.remaining == []
     assert store.list_workers() == []
+
+
+def test_a_worker_whose_request_went_with_its_pruned_row_is_asked_again(store: Store):
+    store.register_worker(_info("frozen"), 60)
+    ticks = 0
+
+    def workers_react(seconds: float) -> None:
+        """First poll: the row is pruned and the thawed worker registers again, unasked."""
+        nonlocal ticks
+        ticks += 1
+        if ticks == 1:
+            store.deregister_worker("frozen")
+            store.register_worker(_info("frozen"), 60)
+            return
+        for worker in store.list_workers():
+            if worker.stop is not None:
+                store.deregister_worker(worker.id)
+
+    result = api.stop_workers(store, timeout=10, sleep=workers_react)
+    assert result.asked == ["frozen"]
+    assert result.remaining == []

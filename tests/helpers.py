@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from queuectl import proctree
+from queuectl import api, proctree, spec
+from queuectl.models import JobState
+from queuectl.store import Store
 
 T = TypeVar("T")
 
@@ -34,6 +36,18 @@ def wait_until(
                 f"timed out after {timeout}s waiting for {message} (last: {value!r})"
             )
         time.sleep(interval)
+
+
+def enqueue_one(store: Store, **fields: object) -> str:
+    """Enqueue one job given as JSON-like fields; return its id."""
+    return api.enqueue(store, [spec.from_mapping(fields)])[0]
+
+
+def state_of(store: Store, job_id: str) -> JobState:
+    """A job's state (the job must exist)."""
+    job = store.get_job(job_id)
+    assert job is not None, f"no job {job_id}"
+    return job.state
 
 
 def alive(pid: int) -> bool:

@@ -11,28 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from queuectl import api, spec
+from queuectl import api
 from queuectl.models import AttemptEnd, JobSpec, JobState
 from queuectl.store import Store
-from tests.helpers import QUEUECTL, WorkerPool, run_cli, wait_until
-
-
-def _enqueue(store: Store, **fields: object) -> str:
-    return api.enqueue(store, [spec.from_mapping(fields)])[0]
-
-
-def _state(store: Store, job_id: str) -> JobState:
-    job = store.get_job(job_id)
-    assert job is not None
-    return job.state
+from tests.helpers import QUEUECTL, WorkerPool, enqueue_one, run_cli, state_of, wait_until
 
 
 def _wait_state(store: Store, job_id: str, state: JobState, timeout: float = 20) -> None:
-    wait_until(lambda: _state(store, job_id) is state, timeout, f"{job_id} to be {state}")
+    wait_until(lambda: state_of(store, job_id) is state, timeout, f"{job_id} to be {state}")
 
 
 def test_a_job_succeeds(db_path: Path, store: Store):
-    job = _enqueue(store, id="ok", command="echo hello")
+    job = enqueue_one(store, id="ok", command="echo hello")
     with WorkerPool(db_path, 1):
         _wait_state(store, job, JobState.COMPLETED)
     [attempt] = store.attempts(job)
@@ -43,7 +33,7 @@ def test_a_job_succeeds(db_path: Path, store: Store):
 
 def test_failing_job_is_retried_with_backoff_then_dead(db_path: Path, store: Store):
     api.set_config(store, "backoff_base", "1.5")
-    job = _enqueue(store, id="bad", command="exit 7", max_retries=2)
+    job = enqueue_one(store, id="bad", command="exit 7", max_retries=2)
     with WorkerPool(db_path, 1):
         _wait_state(store, job, JobState.DEAD, timeout=30)
     attempts = store.attempts(job)
@@ -58,7 +48,7 @@ def test_failing_job_is_retried_with_backoff_then_dead(db_path: Path, store: Sto
 
 def test_dlq_retry_revives_a_dead_job(db_path: Path, store: Store, tmp_path: Path):
     flag = tmp_path / "flag"
-    job = _enqueue(store, id="flaky", command=f"test -e {flag}", max_retries=0)
+    job = enqueue_one(store, id="flaky", command=f"test -e {flag}", max_retries=0)
     with WorkerPool(db_path, 1):
         _wait_state(store, job, JobState.DEAD)
         flag.touch()
@@ -68,7 +58,7 @@ def test_dlq_retry_revives_a_dead_job(db_path: Path, store: Store, tmp_path: Pat
 
 
 def test_two_workers_run_two_jobs_in_parallel(db_path: Path, store: Store):
-    jobs = [_enqueue(store, command="sleep 1") for _ in range(2)]
+    jobs = [enqueue_one(store, command="sleep 1") for _ in range(2)]
     with WorkerPool(db_path, 2):
         for job in jobs:
             _wait_state(store, job, JobState.COMPLETED)
@@ -78,11 +68,11 @@ def test_two_workers_run_two_jobs_in_parallel(db_path: Path, store: Store):
 
 
 def test_jobs_persist_across_a_worker_restart(db_path: Path, store: Store):
-    jobs = [_enqueue(store, id=f"j{i}", command="sleep 0.2") for i in range(4)]
+    jobs = [enqueue_one(store, id=f"j{i}", command="sleep 0.2") for i in range(4)]
     with WorkerPool(db_path, 1) as pool:
         _wait_state(store, "j0", JobState.COMPLETED)
         assert pool.stop() == 0
-    assert _state(store, "j3") is JobState.PENDING
+    assert state_of(store, "j3") is JobState.PENDING
     with WorkerPool(db_path, 1):
         for job in jobs:
             _wait_state(store, job, JobState.COMPLETED)
@@ -90,7 +80,7 @@ def test_jobs_persist_across_a_worker_restart(db_path: Path, store: Store):
 
 
 def test_invalid_command_fails_cleanly_into_the_dlq(db_path: Path, store: Store):
-    job = _enqueue(store, command="no_such_command_queuectl", max_retries=1)
+    job = enqueue_one(store, command="no_such_command_queuectl", max_retries=1)
     api.set_config(store, "max_backoff", "0")
     with WorkerPool(db_path, 1):
         _wait_state(store, job, JobState.DEAD)
@@ -120,7 +110,7 @@ def test_priority_and_run_at_are_honoured(db_path: Path, store: Store):
 
 def test_timeout_kills_a_job_and_its_children(db_path: Path, store: Store, tmp_path: Path):
     pidfile = tmp_path / "child.pid"
-    job = _enqueue(
+    job = enqueue_one(
         store, command=f"sleep 60 & echo $! > {pidfile}; wait", timeout=0.5, max_retries=0
     )
     with WorkerPool(db_path, 1):
@@ -142,7 +132,7 @@ def test_sigkilled_worker_job_is_recovered_and_never_runs_twice_at_once(
     db_path: Path, store: Store, tmp_path: Path
 ):
     marker = tmp_path / "runs"
-    job = _enqueue(
+    job = enqueue_one(
         store, id="long", command=f"echo $$ >> {marker}; sleep 60; echo finished", timeout=1.5
     )
     with WorkerPool(db_path, 2) as pool:
@@ -169,7 +159,7 @@ def test_lease_expiry_recovers_a_job_without_a_supervisor(
     """A bare worker (no supervisor to clean up) dies; its lease expires; another takes over."""
     api.set_config(store, "lease", "1")
     marker = tmp_path / "started"
-    job = _enqueue(store, id="j", command=f"touch {marker}; sleep 0.5", max_retries=3)
+    job = enqueue_one(store, id="j", command=f"touch {marker}; sleep 0.5", max_retries=3)
     lone = subprocess.Popen(
         [QUEUECTL, "--db", str(db_path), "worker", "run"], stderr=subprocess.DEVNULL
     )
@@ -187,21 +177,21 @@ def test_lease_expiry_recovers_a_job_without_a_supervisor(
 
 
 def test_worker_stop_is_graceful(db_path: Path, store: Store, tmp_path: Path):
-    job = _enqueue(store, id="slow", command="sleep 1; echo done")
+    job = enqueue_one(store, id="slow", command="sleep 1; echo done")
     with WorkerPool(db_path, 2) as pool:
-        wait_until(lambda: _state(store, job) is JobState.PROCESSING, 10, "the job to start")
+        wait_until(lambda: state_of(store, job) is JobState.PROCESSING, 10, "the job to start")
         result = run_cli(db_path, "worker", "stop")
         assert result.returncode == 0, result.stderr
         assert "stopped 2 of 2" in result.stdout
         assert pool.proc is not None and pool.proc.wait(timeout=10) == 0
-    assert _state(store, job) is JobState.COMPLETED
+    assert state_of(store, job) is JobState.COMPLETED
     assert store.list_workers() == []
 
 
 def test_worker_stop_now_puts_the_job_back_without_counting(db_path: Path, store: Store):
-    job = _enqueue(store, id="slow", command="sleep 60")
+    job = enqueue_one(store, id="slow", command="sleep 60")
     with WorkerPool(db_path, 1):
-        wait_until(lambda: _state(store, job) is JobState.PROCESSING, 10, "the job to start")
+        wait_until(lambda: state_of(store, job) is JobState.PROCESSING, 10, "the job to start")
         result = run_cli(db_path, "worker", "stop", "--now")
         assert result.returncode == 0, result.stderr
     final = store.get_job(job)
@@ -224,13 +214,13 @@ def test_500_jobs_on_4_workers_each_run_exactly_once(db_path: Path, store: Store
 
 
 def test_second_signal_stops_running_jobs_and_puts_them_back(db_path: Path, store: Store):
-    job = _enqueue(store, id="slow", command="sleep 60")
+    job = enqueue_one(store, id="slow", command="sleep 60")
     with WorkerPool(db_path, 1) as pool:
-        wait_until(lambda: _state(store, job) is JobState.PROCESSING, 10, "the job to start")
+        wait_until(lambda: state_of(store, job) is JobState.PROCESSING, 10, "the job to start")
         assert pool.proc is not None
         pool.proc.send_signal(signal.SIGINT)
         wait_until(lambda: "stopping (graceful)" in pool.log_text(), 10, "the graceful stop")
-        assert _state(store, job) is JobState.PROCESSING  # the first signal lets it finish
+        assert state_of(store, job) is JobState.PROCESSING  # the first signal lets it finish
         pool.proc.send_signal(signal.SIGINT)
         assert pool.proc.wait(timeout=20) == 0
     final = store.get_job(job)
@@ -244,7 +234,7 @@ def test_an_idle_worker_is_woken_by_enqueue_long_before_poll_interval(db_path: P
     with WorkerPool(db_path, 1):
         wait_until(lambda: store.list_workers(), 10, "the worker to register")
         wait_until(lambda: _idle_for_a_while(store), 10, "the worker to go idle")
-        job = _enqueue(store, command="true")
+        job = enqueue_one(store, command="true")
         _wait_state(store, job, JobState.COMPLETED, timeout=20)
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from queuectl import api, spec
+from queuectl import api
 from queuectl.models import AttemptEnd, JobState
 from queuectl.store import Store
-from tests.helpers import WorkerPool, alive, run_cli, wait_until
+from tests.helpers import WorkerPool, alive, enqueue_one, run_cli, state_of, wait_until
 
 
 class History:
@@ -48,16 +48,6 @@ class History:
         return [line for line in self.lines() if line[0] == "overlap"]
 
 
-def _enqueue(store: Store, **fields: object) -> str:
-    return api.enqueue(store, [spec.from_mapping(fields)])[0]
-
-
-def _state(store: Store, job_id: str) -> JobState:
-    job = store.get_job(job_id)
-    assert job is not None
-    return job.state
-
-
 def _runner_pid(store: Store, job_id: str) -> int:
     """The pid of the worker running `job_id`, once one does."""
 
@@ -84,9 +74,9 @@ def test_lowering_the_lease_under_load_never_runs_a_job_twice(
     with WorkerPool(db_path, 2):
         wait_until(lambda: len(_ids(store)) == 2, 20, "two workers")
         api.set_config(store, "lease", "2")  # wakes the idle workers, which reload it at once
-        job = _enqueue(store, command=history.command("sleep 5"), max_retries=3)
+        job = enqueue_one(store, command=history.command("sleep 5"), max_retries=3)
         seen = set()
-        while _state(store, job) is not JobState.COMPLETED:
+        while state_of(store, job) is not JobState.COMPLETED:
             seen.add(len(_ids(store)))  # no worker may prune a live one, nor itself
             assert not history.overlaps(), history.lines()
             time.sleep(0.1)
@@ -102,7 +92,7 @@ def test_a_frozen_worker_loses_its_job_which_never_runs_twice_at_once(
     api.set_config(store, "lease", "2")
     with WorkerPool(db_path, 2):
         wait_until(lambda: len(_ids(store)) == 2, 20, "two workers")
-        job = _enqueue(store, command=history.command("sleep 6"), max_retries=3)
+        job = enqueue_one(store, command=history.command("sleep 6"), max_retries=3)
         frozen = _runner_pid(store, job)
         [first_pid] = [int(line[2]) for line in wait_until(history.starts, 10, "the start")]
         os.kill(frozen, signal.SIGSTOP)
@@ -115,7 +105,7 @@ def test_a_frozen_worker_loses_its_job_which_never_runs_twice_at_once(
             os.kill(frozen, signal.SIGCONT)
         # Thawed, it was forgotten (pruned) meanwhile: it registers again by itself.
         wait_until(lambda: len(_ids(store)) == 2, 10, "the thawed worker to be listed again")
-        wait_until(lambda: _state(store, job) is JobState.COMPLETED, 30, "the job to complete")
+        wait_until(lambda: state_of(store, job) is JobState.COMPLETED, 30, "the job to complete")
     assert not history.overlaps(), history.lines()
     ends = [a.end for a in store.attempts(job)]
     assert ends == [AttemptEnd.WORKER_LOST, AttemptEnd.SUCCEEDED], ends
@@ -127,11 +117,11 @@ def test_a_busy_worker_that_was_forgotten_registers_again_while_busy(
     api.set_config(store, "lease", "2")
     with WorkerPool(db_path, 1):
         [worker_id] = wait_until(lambda: _ids(store), 20, "the worker")
-        job = _enqueue(store, command="sleep 30")
+        job = enqueue_one(store, command="sleep 30")
         _runner_pid(store, job)
         store.deregister_worker(worker_id)  # as a prune does, say after a suspended VM resumed
         wait_until(lambda: worker_id in _ids(store), 10, "the busy worker to be listed again")
-        assert _state(store, job) is JobState.PROCESSING
+        assert state_of(store, job) is JobState.PROCESSING
         stopped = run_cli(db_path, "worker", "stop", "--now", "--timeout", "20")
         assert stopped.returncode == 0, stopped.stderr
         assert "stopped 1 of 1" in stopped.stdout
@@ -153,12 +143,12 @@ def test_a_job_whose_supervisor_and_worker_were_killed_is_killed_then_rescued(
     with doomed, WorkerPool(db_path, 1, "--queue", "default", log=tmp_path / "other.log") as other:
         supervisor, worker_pid = _supervisor_and_worker(store, doomed)
         _supervisor_and_worker(store, other)
-        job = _enqueue(store, queue="doomed", command=history.command("sleep 6"), max_retries=3)
+        job = enqueue_one(store, queue="doomed", command=history.command("sleep 6"), max_retries=3)
         wait_until(history.starts, 10, "the job to start")
         busy = None
         if rescuer == "busy":
-            busy = _enqueue(store, command="sleep 30")
-            wait_until(lambda: _state(store, busy) is JobState.PROCESSING, 10, "the other busy")
+            busy = enqueue_one(store, command="sleep 30")
+            wait_until(lambda: state_of(store, busy) is JobState.PROCESSING, 10, "the other busy")
         [doomed_id] = [w.id for w in store.list_workers() if w.pid == worker_pid]
         os.kill(supervisor, signal.SIGKILL)
         os.kill(worker_pid, signal.SIGKILL)  # the job's processes live on, unsupervised
@@ -171,7 +161,7 @@ def test_a_job_whose_supervisor_and_worker_were_killed_is_killed_then_rescued(
         assert store.attempts(job)[0].end is AttemptEnd.WORKER_LOST
         wait_until(lambda: doomed_id not in _ids(store), 10, "the dead worker to be forgotten")
         if busy is not None:
-            assert _state(store, busy) is JobState.PROCESSING, "rescued only once free"
+            assert state_of(store, busy) is JobState.PROCESSING, "rescued only once free"
     assert not history.overlaps(), history.lines()
 
 
@@ -224,7 +214,7 @@ def test_the_lease_deadline_stops_a_job_even_while_the_heartbeat_waits_for_the_l
     history = History(tmp_path)
     api.set_config(store, "lease", "2")
     with WorkerPool(db_path, 1) as pool:
-        job = _enqueue(store, command=history.command("sleep 30"), max_retries=3)
+        job = enqueue_one(store, command=history.command("sleep 30"), max_retries=3)
         [first] = wait_until(history.starts, 20, "the job to start")
         locker = sqlite3.connect(db_path, isolation_level=None, timeout=0)
         locker.execute("BEGIN IMMEDIATE")  # every beat now waits for the write lock

@@ -43,7 +43,11 @@ class Owner(Protocol):
 
 
 def job_markers(claim: models.Claim) -> dict[str, str]:
-    """The environment entries that every process of a claim's attempt carries."""
+    """The environment entries that every process of a claim's attempt carries.
+
+    The worker sets them on the command (after the job's own env, so they win); a rescue finds
+    the attempt's processes by them.
+    """
     return {
         "QUEUECTL_WORKER_ID": claim.worker_id,
         "QUEUECTL_JOB_ID": claim.job.id,
@@ -84,7 +88,7 @@ class Maintenance(storethread.StoreThread):
             self._upkeep_outage.failed(exc)
 
     def sweep(self, db: store.Store) -> None:
-        """Config, a replaced store, expired claims, dead workers."""
+        """Config, expired claims, dead workers."""
         self.owner.cfg = config.from_stored(db.get_config())
         for claim in db.expired_claims(RESCUE_BATCH):
             self.rescue(db, claim)

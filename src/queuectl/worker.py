@@ -298,12 +298,7 @@ class Worker:
             job.command,
             timeout=job.timeout,
             cwd=job.cwd,
-            env={
-                **job.env,
-                "QUEUECTL_JOB_ID": job.id,
-                "QUEUECTL_ATTEMPT": str(job.run_count),
-                "QUEUECTL_WORKER_ID": self.id,
-            },
+            env={**job.env, **maintenance.job_markers(claim)},  # what a rescue's sweep finds
             inherit=self._environment,
             output_limit=self.cfg.output_limit,
             abort=self._should_abort,

@@ -124,8 +124,9 @@ def _kill_leftovers(leader: int) -> bool:
     adopted = proctree.orphans(leader)
     if not adopted:
         return False
-    proctree.signal_all(adopted, signal.SIGKILL)
-    proctree.signal_all(proctree.descendants(adopted), signal.SIGKILL)
+    # Listed before any is killed (as in _signal_job): a child killed first could otherwise
+    # hand its own children on before they are seen.
+    proctree.signal_all([*adopted, *proctree.descendants(adopted)], signal.SIGKILL)
     proctree.reap_orphans(leader)  # after the signals: a reaped pid may be reused at once
     return True
 

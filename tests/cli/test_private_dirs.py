@@ -11,13 +11,12 @@ import os
 import signal
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import QUEUECTL, run_cli
+from tests.helpers import QUEUECTL, run_cli, wait_until
 
 
 def run_open_umask(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -62,10 +61,9 @@ def detached_db(tmp_path: Path) -> Iterator[Path]:
     db = tmp_path / "queue.db"
     yield db
     run_cli(db, "worker", "stop", "--now", "--timeout", "10")
-    deadline = time.monotonic() + 10
-    while (pids := _pids_using(db)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in pids:
+    with contextlib.suppress(AssertionError):  # what is still there after 10 s is killed
+        wait_until(lambda: not _pids_using(db), 10, "the detached workers to exit")
+    for pid in _pids_using(db):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -76,10 +75,13 @@ def test_lowering_the_lease_under_load_never_runs_a_job_twice(
         api.set_config(store, "lease", "2")  # wakes the idle workers, which reload it at once
         job = enqueue_one(store, command=history.command("sleep 5"), max_retries=3)
         seen = set()
-        while state_of(store, job) is not JobState.COMPLETED:
+
+        def completed_after_a_look() -> bool:
             seen.add(len(_ids(store)))  # no worker may prune a live one, nor itself
             assert not history.overlaps(), history.lines()
-            time.sleep(0.1)
+            return state_of(store, job) is JobState.COMPLETED
+
+        wait_until(completed_after_a_look, 30, "the job to complete")
     assert [a.end for a in store.attempts(job)] == [AttemptEnd.SUCCEEDED]
     assert [line[0] for line in history.lines()] == ["start", "end"]
     assert seen == {2}, f"status showed {seen} workers while both ran"

@@ -81,6 +81,15 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _default_log(db: str) -> Path:
+    """A pool's log: beside a SQLite file, else in a temporary directory of its own."""
+    if db.startswith(("postgresql://", "postgres://")):
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="queuectl-pool-")) / "workers.log"
+    return Path(db).with_suffix(".workers.log")
+
+
 class WorkerPool:
     """`queuectl worker start --count N` as a real subprocess; always cleaned up on exit."""
 
@@ -88,7 +97,7 @@ class WorkerPool:
         self, db: str | Path, count: int = 1, *extra: str, log: Path | None = None
     ) -> None:
         self.db, self.count, self.extra = str(db), count, extra
-        self.log = log or Path(self.db).with_suffix(".workers.log")
+        self.log = log or _default_log(self.db)
         self.proc: subprocess.Popen[bytes] | None = None
         self.mark = os.urandom(8).hex()
         """Every process of the pool carries QUEUECTL_TEST_POOL=mark: the supervisor, its workers

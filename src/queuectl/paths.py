@@ -18,14 +18,22 @@ def resolve_db(option: str | None) -> str:
     """The store location: --db, else $QUEUECTL_DB, else the per-user data directory."""
     if option is not None:
         if not option.strip():
-            raise errors.FieldError("db", "must be a file path, like --db ./queue.db")
+            raise errors.FieldError(
+                "db",
+                "must be a file path or a PostgreSQL URL, like --db ./queue.db or "
+                "--db postgresql://user@host/dbname",
+            )
         return option
     if os.environ.get(ENV_VAR):
         return os.environ[ENV_VAR]
+    return os.path.join(data_dir(), "queue.db")  # noqa: PTH118 - pathlib: 4 ms of CLI start-up
+
+
+def data_dir() -> str:
+    """The per-user data directory: the default store's and a detached supervisor's log's."""
     import platformdirs
 
-    data_dir = platformdirs.user_data_dir("queuectl", appauthor=False)
-    return os.path.join(data_dir, "queue.db")  # noqa: PTH118 - pathlib: 4 ms of CLI start-up
+    return platformdirs.user_data_dir("queuectl", appauthor=False)
 
 
 def make_private_dirs(path: str) -> None:

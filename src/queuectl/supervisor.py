@@ -37,12 +37,22 @@ DETACH_TIMEOUT = 15.0
 """Seconds `worker start --detach` waits for its workers to register."""
 
 
-def worker_command(db: str, queues: Sequence[str], worker_id: str) -> list[str]:
-    """The command line of one worker process."""
-    args = [sys.executable, "-m", "queuectl", "--db", db, "worker", "run", "--id", worker_id]
+def worker_command(queues: Sequence[str], worker_id: str) -> list[str]:
+    """The command line of one worker process (its store comes in child_environment())."""
+    args = [sys.executable, "-m", "queuectl", "worker", "run", "--id", worker_id]
     for queue in queues:
         args += ["--queue", queue]
     return args
+
+
+def child_environment(db: str) -> dict[str, str]:
+    """The environment of a worker or supervisor process started by this one: ours, plus its store.
+
+    The store goes in QUEUECTL_DB, not on the command line, where `ps` would show any other user
+    a password in a PostgreSQL URL. Jobs inherit it, so a job's `queuectl enqueue` adds to the
+    queue it came from.
+    """
+    return {**os.environ, paths.ENV_VAR: db}
 
 
 @dataclass
@@ -77,8 +87,9 @@ class Supervisor:
     def _spawn(self) -> Slot:
         worker_id = worker.new_worker_id()
         proc = subprocess.Popen(
-            worker_command(self.db, self.queues, worker_id),
+            worker_command(self.queues, worker_id),
             stdin=subprocess.DEVNULL,
+            env=child_environment(self.db),
             start_new_session=True,
         )
         return Slot(proc, worker_id)
@@ -195,13 +206,18 @@ def detach(db: str, count: int, queues: Sequence[str], log_path: Path) -> int:
     Returns the supervisor's pid. Raises StoreUnavailable when the workers do not come up.
     """
     paths.make_private_dirs(str(log_path.parent))
-    args = [sys.executable, "-m", "queuectl", "--db", db, "worker", "start", "--count", str(count)]
+    args = [sys.executable, "-m", "queuectl", "worker", "start", "--count", str(count)]
     for queue in queues:
         args += ["--queue", queue]
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            start_new_session=True,
+            env=child_environment(db),
         )
     finally:
         os.close(fd)

@@ -46,6 +46,19 @@ EXIT_STORE_GONE = 3
 """A worker's exit code when its store was deleted or replaced: its supervisor starts no other."""
 
 
+HOSTNAME_VAR = "QUEUECTL_HOSTNAME"
+"""Environment variable overriding the host name a worker records (containers, tests)."""
+
+
+def host_name() -> str:
+    """The name of this host as workers record it: $QUEUECTL_HOSTNAME, else the system's.
+
+    A rescue kills a dead worker's leftover processes only on the host its claim names, so
+    every worker of one machine must name it alike.
+    """
+    return os.environ.get(HOSTNAME_VAR) or socket.gethostname()
+
+
 def new_worker_id() -> str:
     """A short random worker id."""
     return f"w-{secrets.token_hex(4)}"
@@ -59,7 +72,7 @@ class Worker:
         self.queues = tuple(queues) or None
         self.info = models.WorkerInfo(
             id=worker_id or new_worker_id(),
-            host=socket.gethostname(),
+            host=host_name(),
             pid=os.getpid(),
             queues=tuple(queues),
             started_at=datetime.now(UTC),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from queuectl.store import wakeup
+from queuectl.store.sqlite import wakeup
 
 NOBODY = 65534
 

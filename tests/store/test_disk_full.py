@@ -9,7 +9,8 @@ from queuectl.models import JobFilter, JobSpec, JobState
 from queuectl.store import Store
 
 
-def test_enqueue_on_a_full_disk_fails_cleanly_and_keeps_earlier_jobs(store: Store):
+def test_enqueue_on_a_full_disk_fails_cleanly_and_keeps_earlier_jobs(db_path, store: Store):
+    # SQLite's own page limit; PostgreSQL's full disk is tests/faults/test_full_disk.py's.
     api.enqueue(store, [JobSpec(id="kept", command="true")])
     db = store._db  # type: ignore[attr-defined]
     pages = db.execute("PRAGMA page_count").fetchone()[0]

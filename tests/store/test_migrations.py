@@ -215,6 +215,23 @@ def test_an_unopenable_path_is_unavailable(tmp_path):
         SqliteStore(blocker / "queue.db")
 
 
-def test_a_postgres_url_is_refused_clearly():
-    with pytest.raises(errors.UsageError, match="PostgreSQL"):
-        open_store("postgresql://localhost/queue")
+BACKEND_ONLY = {
+    "postgres": {
+        "lock_migrations",
+        "create_schema",
+        "listen",
+        "select_clock",
+        "select_existing_ids",
+    },
+    "sqlite": set(),
+}
+"""Queries of one backend's own mechanisms: migration locks, LISTEN, the server's clock."""
+
+
+def test_both_backends_name_their_queries_alike():
+    names = {
+        backend: set(sqlfile.load(f"queuectl.store.{backend}")) - BACKEND_ONLY[backend]
+        for backend in BACKEND_ONLY
+    }
+    assert names["postgres"] == names["sqlite"]
+    assert all(only.isdisjoint(names["sqlite"]) for only in BACKEND_ONLY.values())

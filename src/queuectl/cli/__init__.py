@@ -77,9 +77,10 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--db",
-    metavar="PATH",
+    metavar="PATH|URL",
     envvar=None,
-    help="The queue's SQLite file (default: $QUEUECTL_DB, else the per-user data directory).",
+    help="The queue: a SQLite file, or a postgresql:// URL (default: $QUEUECTL_DB, else a "
+    "SQLite file in the per-user data directory).",
 )
 @click.version_option(__version__, prog_name="queuectl")
 @click.pass_context

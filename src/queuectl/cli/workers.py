@@ -73,11 +73,13 @@ def start(
         )
     if log_file is not None and not log_file.strip():
         raise errors.FieldError("log", "must be a file path, like --log ./worker.log")
-    db = str(Path(obj.db).absolute())
+    from queuectl import store
+
+    db = obj.db if store.is_postgres(obj.db) else str(Path(obj.db).absolute())
     with obj.store():
         pass  # create and migrate the store once, before the workers race to
     if detach:
-        log_path = Path(log_file) if log_file else Path(db).parent / "worker.log"
+        log_path = Path(log_file) if log_file else _default_log(db)
         pid = supervisor.detach(db, count, queues, log_path)
         click.echo(
             f"started {count} worker(s) in the background (supervisor pid {pid}, log {log_path})"
@@ -87,6 +89,15 @@ def start(
     code = supervisor.Supervisor(db, count, queues).run()
     if code:
         sys.exit(code)  # it gave up on crashing workers, or the store went away
+
+
+def _default_log(db: str) -> Path:
+    """Where a detached supervisor logs: beside a SQLite file, else in the user's data directory."""
+    from queuectl import paths, store
+
+    if store.is_postgres(db):
+        return Path(paths.data_dir()) / "worker.log"
+    return Path(db).parent / "worker.log"
 
 
 @worker.command(hidden=True)

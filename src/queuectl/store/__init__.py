@@ -6,8 +6,9 @@ import os
 
 from queuectl import errors
 from queuectl.store.base import Store
+from queuectl.store.location import is_postgres, redact
 
-__all__ = ["Store", "open_store"]
+__all__ = ["Store", "is_postgres", "open_store", "redact"]
 
 
 def open_store(location: str | os.PathLike[str], create: bool = True) -> Store:
@@ -18,12 +19,29 @@ def open_store(location: str | os.PathLike[str], create: bool = True) -> Store:
     worker's second and third connections, which must never start a store of their own.
     """
     text = os.fspath(location)
-    if text.startswith(("postgres://", "postgresql://")):
-        raise errors.UsageError(
-            "db: PostgreSQL is not supported yet; give a SQLite file path (--db PATH)"
-        )
-    from queuectl.store.sqlite.store import SqliteStore
+    store: Store
+    if is_postgres(text):
+        store = _postgres_store(text, create)
+    else:
+        from queuectl.store.sqlite.store import SqliteStore
 
-    store = SqliteStore(text, create=create)
-    store.migrate()
+        store = SqliteStore(text, create=create)
+    try:
+        store.migrate()
+    except BaseException:
+        store.close()
+        raise
     return store
+
+
+def _postgres_store(url: str, create: bool) -> Store:
+    """Open a PostgreSQL store; psycopg is imported only here (an optional extra)."""
+    try:
+        import psycopg  # noqa: F401 - only to tell a missing extra from a failing import below
+    except ImportError:
+        raise errors.UsageError(
+            "db: a PostgreSQL URL needs psycopg: pip install 'queuectl[postgres]'"
+        ) from None
+    from queuectl.store.postgres.store import PostgresStore
+
+    return PostgresStore(url, create=create)

@@ -237,7 +237,7 @@ UPDATE queuectl_workers
  WHERE (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
 RETURNING id, wake_addr;
 
--- name: select_wake_addrs :many
+-- name: wake_workers :many
 -- Where to send a wake-up datagram after new work arrives (a busy worker just looks once more).
 SELECT wake_addr FROM queuectl_workers WHERE wake_addr IS NOT NULL;
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from queuectl import errors, models, paths
 from queuectl.store import migrate as migrations
-from queuectl.store import sqlfile, wakeup
+from queuectl.store import sqlfile
+from queuectl.store.sqlite import wakeup
 
 _Q = {name: q.sql for name, q in sqlfile.load(__package__ or "queuectl.store.sqlite").items()}
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -42,6 +43,11 @@ def _dt(us: int) -> datetime:
 
 def _maybe_dt(us: int | None) -> datetime | None:
     return None if us is None else _dt(us)
+
+
+def _env_has_nul(job: models.NewJob) -> bool:
+    """Whether a job's env holds a NUL: refused as on PostgreSQL, which cannot store one."""
+    return any("\x00" in text for item in job.env.items() for text in item)
 
 
 def _json_list(items: Sequence[str] | None) -> str | None:
@@ -326,7 +332,7 @@ class SqliteStore:
         )
         # SQLite's JSON functions would cut text with a NUL short. The substring test is 60x
         # faster than the regex, which tells a NUL from an escaped backslash before "u0000".
-        if "\\u0000" in rows and _JSON_NUL.search(rows):
+        if ("\\u0000" in rows and _JSON_NUL.search(rows)) or any(_env_has_nul(j) for j in jobs):
             raise errors.UsageError("job: text fields must not contain NUL characters")
         try:
             with self._write():
@@ -354,7 +360,7 @@ class SqliteStore:
         wake-up still looks within poll_interval.
         """
         with contextlib.suppress(errors.StoreUnavailable):
-            self._wake(self._all("select_wake_addrs"))
+            self._wake(self._all("wake_workers"))
 
     def claim(
         self, worker_id: str, host: str, queues: Sequence[str] | None, lease: float

@@ -1,0 +1,98 @@
+"""Opening PostgreSQL connections, and turning psycopg's failures into one-line store errors.
+
+libpq's conventions hold: PG* environment variables, ~/.pgpass, service files and every URL
+parameter (sslmode, connect_timeout, ...). queuectl adds only what the URL does not set: its
+schema first on the search_path, UTC as the session's time zone, a connect timeout and TCP
+keepalives (so that a worker notices a dead server within a minute).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+
+from queuectl import errors
+from queuectl.store import location
+
+CONNECT_TIMEOUT = 10
+"""Seconds a connection attempt may take, unless the URL or PGCONNECT_TIMEOUT says otherwise."""
+_DEFAULTS = {
+    "connect_timeout": str(CONNECT_TIMEOUT),
+    "keepalives": "1",
+    "keepalives_idle": "15",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "application_name": "queuectl",
+}
+
+Connection = psycopg.Connection[dict[str, Any]]
+
+
+def connect(where: location.PostgresLocation, autocommit: bool = True) -> Connection:
+    """A new connection to `where`. Raises StoreUnavailable in one line, never a traceback."""
+    given = conninfo_to_dict(where.conninfo)
+    extra = {key: value for key, value in _DEFAULTS.items() if key not in given}
+    options = f"-c search_path={where.schema} -c timezone=UTC"
+    if given.get("options"):
+        options = f"{given['options']} {options}"
+    try:
+        return psycopg.connect(
+            make_conninfo(where.conninfo, options=options, **extra),
+            autocommit=autocommit,
+            row_factory=dict_row,
+        )
+    except psycopg.Error as exc:
+        raise errors.StoreUnavailable(
+            f"db: cannot connect to PostgreSQL {target(where)}: {reason(exc)}"
+        ) from None
+
+
+def target(where: location.PostgresLocation) -> str:
+    """Which server and database `where` names, libpq's defaults (PG* variables) filled in."""
+    given = {k: v for k, v in conninfo_to_dict(where.conninfo).items() if v not in (None, "")}
+    defaults = {
+        option.keyword.decode(): option.val.decode()
+        for option in pq.Conninfo.get_defaults()
+        if option.val is not None
+    }
+    values = {**defaults, **given}
+    host = str(values.get("host") or values.get("hostaddr") or "localhost")
+    port = values.get("port", "5432")
+    user = values.get("user", "?")
+    return f"at {host}:{port}, database {values.get('dbname', user)}, user {user}"
+
+
+def reason(exc: BaseException) -> str:
+    """The server's (or libpq's) reason for a failure, on one line, any password masked."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else text
+    # "connection failed: connection to server at "h" (1.2.3.4), port 5432 failed: <reason>"
+    if "failed:" in first:
+        first = first.rsplit("failed:", 1)[1].strip() or first
+    return location.redact(first)
+
+
+@contextlib.contextmanager
+def unavailable_on_error(where: location.PostgresLocation) -> Iterator[None]:
+    """Turn a lost connection, a server going away or out of space into StoreUnavailable.
+
+    psycopg's OperationalError covers them all (class 08 connection, 53 resources, 57 operator
+    intervention, 40 serialisation); InterfaceError is a connection already closed. A bug in a
+    statement (ProgrammingError) keeps its traceback.
+    """
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise errors.StoreUnavailable(f"db: {where.shown}: {reason(exc)}") from exc
+
+
+def broken(conn: Connection | None) -> bool:
+    """Whether `conn` can no longer be used (closed, or its server connection lost)."""
+    return conn is None or conn.closed or conn.broken

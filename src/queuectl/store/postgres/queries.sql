@@ -1,0 +1,270 @@
+-- PostgreSQL queries of queuectl: the same names as SQLite's, psycopg's %(name)s parameters.
+-- Every time comes from the server's clock (now(): the transaction's start), never the
+-- client's, so that hosts with skewed clocks agree on run_at, leases and deadlines. Names are
+-- unqualified: the connection's search_path is queuectl's schema.
+
+-- name: lock_migrations :exec
+-- Serialise migrations of this schema between processes, until the transaction ends.
+SELECT pg_advisory_xact_lock(hashtext('queuectl migrations ' || %(schema)s));
+
+-- name: create_schema :exec
+-- The schema that holds every queuectl object ({schema}: composed as a quoted identifier).
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+-- name: create_schema_version :exec
+-- The table of applied migrations; created before anything else.
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: select_schema_versions :many
+-- Versions already applied, with the server's clock (read together: one round trip).
+SELECT version, clock_timestamp() AS clock FROM schema_version;
+
+-- name: insert_schema_version :exec
+-- Record one applied migration.
+INSERT INTO schema_version (version, name) VALUES (%(version)s, %(name)s);
+
+-- name: insert_jobs :exec
+-- COPY new jobs in; seq follows the order of the rows. The UNIQUE id raises on a duplicate.
+COPY jobs (id, command, queue, priority, state, max_retries, timeout, cwd, env, run_at)
+FROM STDIN;
+
+-- name: claim_job :one
+-- Lease the best runnable job to one worker: SKIP LOCKED passes over rows another claim holds.
+WITH next AS (
+    SELECT seq
+      FROM jobs
+     WHERE state IN ('pending', 'failed')
+       AND run_at <= now()
+       AND (%(queues)s::text[] IS NULL OR queue = ANY (%(queues)s::text[]))
+     ORDER BY priority DESC, run_at, seq
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs AS j
+   SET state            = 'processing',
+       attempts         = j.attempts + 1,
+       run_count        = j.run_count + 1,
+       worker_id        = %(worker_id)s,
+       worker_host      = %(host)s,
+       claimed_at       = now(),
+       lease_expires_at = now() + make_interval(secs => %(lease)s),
+       updated_at       = now()
+  FROM next
+ WHERE j.seq = next.seq
+RETURNING j.*;
+
+-- name: select_next_run_at :one
+-- When the earliest job scheduled for later becomes runnable (NULL when none waits).
+SELECT min(run_at) AS run_at
+  FROM jobs
+ WHERE state IN ('pending', 'failed')
+   AND run_at > created_at
+   AND (%(queues)s::text[] IS NULL OR queue = ANY (%(queues)s::text[]));
+
+-- name: extend_lease :rowcount
+-- Push a claim's lease forward; 0 rows means the claim no longer owns the job. A lease that ran
+-- out stays out: a rescuer may be killing the job's processes already.
+UPDATE jobs
+   SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+ WHERE seq = %(seq)s
+   AND state = 'processing'
+   AND worker_id = %(worker_id)s
+   AND run_count = %(run_count)s
+   AND lease_expires_at >= now();
+
+-- name: touch_worker :one
+-- Mark a worker alive for :ttl seconds more and return its pending stop request; no row means
+-- it was pruned (it was frozen or cut off past its deadline).
+UPDATE workers
+   SET heartbeat_at = now(),
+       expires_at   = now() + make_interval(secs => %(ttl)s)
+ WHERE id = %(worker_id)s
+RETURNING stop;
+
+-- name: select_worker_stop :one
+-- A worker's pending stop request, without writing.
+SELECT stop FROM workers WHERE id = %(worker_id)s;
+
+-- name: insert_attempt :rowcount
+-- Record a claim's attempt, only while the claim still owns the job (0 rows = lease lost): a
+-- finish only while its lease runs, a rescue only once it has run out. The job's row is locked
+-- first, so a finish and a rescue racing each other are taken one after the other, and the
+-- second sees the first's change (READ COMMITTED re-reads a row it waited for).
+WITH owned AS (
+    SELECT seq, run_count, worker_id, worker_host
+      FROM jobs
+     WHERE seq = %(seq)s
+       AND state = 'processing'
+       AND worker_id = %(worker_id)s
+       AND run_count = %(run_count)s
+       AND CASE WHEN %(rescue)s THEN lease_expires_at < now() ELSE lease_expires_at >= now() END
+       FOR UPDATE
+)
+INSERT INTO attempts (
+    job_seq, number, worker_id, host, pid, started_at, ended_at,
+    exit_code, signal, outcome, error, stdout, stderr
+)
+SELECT seq, run_count, worker_id, worker_host, %(pid)s, %(started_at)s, %(ended_at)s,
+       %(exit_code)s, %(signal)s, %(outcome)s, %(error)s, %(stdout)s, %(stderr)s
+  FROM owned;
+
+-- name: finish_job :rowcount
+-- Apply the decided transition, only while the claim still owns the job.
+UPDATE jobs
+   SET state            = %(state)s,
+       attempts         = %(attempts)s,
+       run_at           = COALESCE(%(run_at)s, run_at),
+       last_error       = %(last_error)s,
+       worker_id        = NULL,
+       worker_host      = NULL,
+       claimed_at       = NULL,
+       lease_expires_at = NULL,
+       updated_at       = now()
+ WHERE seq = %(seq)s
+   AND state = 'processing'
+   AND worker_id = %(worker_id)s
+   AND run_count = %(run_count)s;
+
+-- name: select_expired_claims :many
+-- Claims whose lease ran out: their worker is presumed dead.
+SELECT *
+  FROM jobs
+ WHERE state = 'processing'
+   AND lease_expires_at < now()
+ ORDER BY lease_expires_at
+ LIMIT %(limit)s;
+
+-- name: expire_worker_leases :exec
+-- A worker is known dead: make its claims rescuable at once instead of at lease expiry.
+UPDATE jobs
+   SET lease_expires_at = now() - interval '1 microsecond'
+ WHERE state = 'processing'
+   AND worker_id = %(worker_id)s;
+
+-- name: select_job :one
+-- One job by id.
+SELECT * FROM jobs WHERE id = %(job_id)s;
+
+-- name: select_existing_ids :many
+-- Which of these ids are taken (to name a batch's duplicate after its COPY failed).
+SELECT id FROM jobs WHERE id = ANY (%(ids)s::text[]);
+
+-- name: list_jobs :many
+-- Jobs newest first, optionally of one state and one queue: a walk back from the newest job.
+SELECT *
+  FROM jobs
+ WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+ ORDER BY seq DESC
+ LIMIT %(limit)s;
+
+-- name: list_problem_jobs :many
+-- Failed or dead jobs (:state), newest first: few among many, so from their own index.
+SELECT *
+  FROM jobs
+ WHERE state IN ('failed', 'dead')
+   AND state = %(state)s
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+ ORDER BY seq DESC
+ LIMIT %(limit)s;
+
+-- name: list_processing_jobs :many
+-- Jobs being run, newest first: from the lease index (one entry a busy worker).
+SELECT *
+  FROM jobs
+ WHERE state = 'processing'
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+ ORDER BY seq DESC
+ LIMIT %(limit)s;
+
+-- name: select_attempts :many
+-- A job's attempts, oldest first.
+SELECT j.id AS job_id, a.*
+  FROM attempts AS a
+  JOIN jobs AS j ON j.seq = a.job_seq
+ WHERE j.id = %(job_id)s
+ ORDER BY a.number;
+
+-- name: count_jobs :many
+-- Job counts per queue and state.
+SELECT queue, state, count(*) AS n FROM jobs GROUP BY queue, state;
+
+-- name: retry_dead :many
+-- Dead jobs back to pending with their retry budget restored; history stays.
+UPDATE jobs
+   SET state      = 'pending',
+       attempts   = 0,
+       run_at     = now(),
+       updated_at = now()
+ WHERE state = 'dead'
+   AND (%(ids)s::text[] IS NULL OR id = ANY (%(ids)s::text[]))
+RETURNING id;
+
+-- name: upsert_worker :exec
+-- Register a worker, or re-register one that was pruned while it was frozen.
+INSERT INTO workers (id, host, pid, queues, started_at, heartbeat_at, expires_at)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, now(), now(),
+        now() + make_interval(secs => %(ttl)s))
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+                               expires_at   = excluded.expires_at;
+
+-- name: delete_worker :exec
+-- Deregister a worker.
+DELETE FROM workers WHERE id = %(worker_id)s;
+
+-- name: select_expired_worker :one
+-- Whether any worker but :exclude is past its own deadline (so that pruning need not write).
+SELECT id
+  FROM workers
+ WHERE expires_at < now()
+   AND (%(exclude)s::text IS NULL OR id <> %(exclude)s::text)
+ LIMIT 1;
+
+-- name: prune_workers :rowcount
+-- Forget workers past their own deadline (they died without deregistering), never the caller.
+DELETE FROM workers
+ WHERE expires_at < now()
+   AND (%(exclude)s::text IS NULL OR id <> %(exclude)s::text);
+
+-- name: list_workers :many
+-- Every registered worker, oldest first, with the job it runs (derived, so claims write less).
+SELECT w.*,
+       (SELECT j.id
+          FROM jobs AS j
+         WHERE j.state = 'processing'
+           AND j.worker_id = w.id
+         LIMIT 1) AS job_id
+  FROM workers AS w
+ ORDER BY w.started_at, w.id;
+
+-- name: request_stop :many
+-- Ask workers to stop ('graceful' or 'now').
+UPDATE workers
+   SET stop = %(mode)s
+ WHERE (%(ids)s::text[] IS NULL OR id = ANY (%(ids)s::text[]))
+RETURNING id;
+
+-- name: listen :exec
+-- Start receiving wake-ups on this connection ({channel}: composed as a quoted identifier).
+LISTEN {channel};
+
+-- name: wake_workers :exec
+-- Wake idle workers: delivered to every LISTENing worker when the transaction commits.
+SELECT pg_notify(%(channel)s, '');
+
+-- name: select_clock :one
+-- The server's clock, now.
+SELECT clock_timestamp() AS clock;
+
+-- name: select_config :many
+-- Every stored config value.
+SELECT key, value FROM config;
+
+-- name: upsert_config :exec
+-- Store one config value.
+INSERT INTO config (key, value) VALUES (%(key)s, %(value)s)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;

@@ -31,12 +31,12 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def show(db: Path, job_id: str) -> dict[str, Any]:
+def show(db: str | Path, job_id: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(ok(run_cli(db, "show", job_id, "--json")))
     return data
 
 
-def states(db: Path) -> dict[str, str]:
+def states(db: str | Path) -> dict[str, str]:
     return {job["id"]: job["state"] for job in json.loads(ok(run_cli(db, "list", "--json")))}
 
 
@@ -47,7 +47,7 @@ def settings(out: str) -> dict[str, str]:
     return dict(pairs)
 
 
-def run_until(db: Path, wanted: dict[str, str]) -> None:
+def run_until(db: str | Path, wanted: dict[str, str]) -> None:
     """Run one worker until the listed jobs are in the wanted states, then stop it."""
     with WorkerPool(db, 1) as pool:
         wait_until(
@@ -58,16 +58,16 @@ def run_until(db: Path, wanted: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def quick(db_path: Path) -> Path:
+def quick(db: str) -> str:
     """A queue whose failed jobs are retried at once."""
-    ok(run_cli(db_path, "config", "set", "max_backoff", "0"))
-    return db_path
+    ok(run_cli(db, "config", "set", "max_backoff", "0"))
+    return db
 
 
 # --- the dead letter queue ------------------------------------------------------------------
 
 
-def test_failing_job_dies_and_comes_back_with_dlq_retry(quick: Path) -> None:
+def test_failing_job_dies_and_comes_back_with_dlq_retry(quick: str) -> None:
     ok(run_cli(quick, "enqueue", "--id", "doomed", "--max-retries", "1", "--", "exit 3"))
     ok(run_cli(quick, "enqueue", "--id", "fine", "--", "true"))
     run_until(quick, {"doomed": "dead", "fine": "completed"})
@@ -91,7 +91,7 @@ def test_failing_job_dies_and_comes_back_with_dlq_retry(quick: Path) -> None:
     assert show(quick, "fine")["state"] == "completed"  # never touched by dlq retry
 
 
-def test_dlq_list_and_retry_all(quick: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dlq_list_and_retry_all(quick: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")  # no wrapped table cells
     for job_id in ("d1", "d2"):
         ok(run_cli(quick, "enqueue", "--id", job_id, "--max-retries", "0", "--", "exit 4"))
@@ -116,18 +116,18 @@ def test_dlq_list_and_retry_all(quick: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert ok(run_cli(quick, "dlq", "retry", "--all")) == "retried 0 job(s)\n"
 
 
-def test_dlq_list_of_an_empty_queue(db_path: Path) -> None:
-    assert json.loads(ok(run_cli(db_path, "dlq", "list", "--json"))) == []
+def test_dlq_list_of_an_empty_queue(db: str) -> None:
+    assert json.loads(ok(run_cli(db, "dlq", "list", "--json"))) == []
 
 
 # --- config -----------------------------------------------------------------------------------
 
 
-def test_config_list_shows_every_default(db_path: Path) -> None:
-    listed = ok(run_cli(db_path, "config", "list"))
+def test_config_list_shows_every_default(db: str) -> None:
+    listed = ok(run_cli(db, "config", "list"))
     assert settings(listed) == DEFAULTS
     assert [line.split(" = ")[0] for line in listed.splitlines()] == list(DEFAULTS)
-    assert ok(run_cli(db_path, "config", "get")) == listed
+    assert ok(run_cli(db, "config", "get")) == listed
 
 
 @pytest.mark.parametrize(
@@ -147,36 +147,36 @@ def test_config_list_shows_every_default(db_path: Path) -> None:
         pytest.param("lease", "10", "lease", "10", id="lease"),
     ],
 )
-def test_config_set_then_get(db_path: Path, key: str, value: str, name: str, shown: str) -> None:
-    assert ok(run_cli(db_path, "config", "set", key, value)) == f"{name} = {shown}\n"
-    assert ok(run_cli(db_path, "config", "get", key)) == f"{shown}\n"
-    with closing(open_store(db_path)) as store:
+def test_config_set_then_get(db: str, key: str, value: str, name: str, shown: str) -> None:
+    assert ok(run_cli(db, "config", "set", key, value)) == f"{name} = {shown}\n"
+    assert ok(run_cli(db, "config", "get", key)) == f"{shown}\n"
+    with closing(open_store(db)) as store:
         assert store.get_config()[name] == shown  # stored under the canonical key
 
 
-def test_config_changes_show_in_list_and_survive_other_changes(db_path: Path) -> None:
-    ok(run_cli(db_path, "config", "set", "max-retries", "9"))
-    ok(run_cli(db_path, "config", "set", "output_limit", "2MiB"))
-    ok(run_cli(db_path, "config", "set", "max_retries", "8"))  # last write wins
-    listed = settings(ok(run_cli(db_path, "config", "list")))
+def test_config_changes_show_in_list_and_survive_other_changes(db: str) -> None:
+    ok(run_cli(db, "config", "set", "max-retries", "9"))
+    ok(run_cli(db, "config", "set", "output_limit", "2MiB"))
+    ok(run_cli(db, "config", "set", "max_retries", "8"))  # last write wins
+    listed = settings(ok(run_cli(db, "config", "list")))
     assert listed == {**DEFAULTS, "max_retries": "8", "output_limit": "2097152"}
-    assert ok(run_cli(db_path, "config", "get", "max-retries")) == "8\n"
+    assert ok(run_cli(db, "config", "get", "max-retries")) == "8\n"
 
 
-def test_config_change_reaches_a_running_worker(db_path: Path) -> None:
+def test_config_change_reaches_a_running_worker(db: str) -> None:
     marker = "[queuectl: 90 earlier bytes truncated]\n"
     command = "printf '%0100d' 7"  # 99 zeros and a 7: 100 bytes, no newline
-    with WorkerPool(db_path, 1):
-        first = ok(run_cli(db_path, "enqueue", "--", command)).strip()
-        wait_until(lambda: states(db_path)[first] == "completed", message="the first job")
-        assert "truncated" not in ok(run_cli(db_path, "logs", first))
+    with WorkerPool(db, 1):
+        first = ok(run_cli(db, "enqueue", "--", command)).strip()
+        wait_until(lambda: states(db)[first] == "completed", message="the first job")
+        assert "truncated" not in ok(run_cli(db, "logs", first))
 
-        ok(run_cli(db_path, "config", "set", "output_limit", "10"))
+        ok(run_cli(db, "config", "set", "output_limit", "10"))
 
         def a_later_job_is_cut() -> str | None:
-            job_id = ok(run_cli(db_path, "enqueue", "--", command)).strip()
-            wait_until(lambda: states(db_path)[job_id] == "completed", message=job_id)
-            out = ok(run_cli(db_path, "logs", job_id))
+            job_id = ok(run_cli(db, "enqueue", "--", command)).strip()
+            wait_until(lambda: states(db)[job_id] == "completed", message=job_id)
+            out = ok(run_cli(db, "logs", job_id))
             return out if marker in out else None
 
         out = wait_until(a_later_job_is_cut, timeout=20, message="the worker to reload config")

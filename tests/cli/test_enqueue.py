@@ -23,7 +23,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def enqueue(db: Path, *args: str, cwd: Path | None = None) -> str:
+def enqueue(db: str | Path, *args: str, cwd: Path | None = None) -> str:
     """Enqueue one job through the CLI and return the id it printed."""
     out = ok(run_cli(db, "enqueue", *args, cwd=cwd))
     assert out.endswith("\n") and out.count("\n") == 1, out
@@ -42,7 +42,7 @@ def stored(store: Store, job_id: str) -> Job:
 
 
 def test_positional_json_prints_the_id_and_stores_every_field(
-    db_path: Path, store: Store, tmp_path: Path
+    db: str, store: Store, tmp_path: Path
 ) -> None:
     spec = {
         "id": "job1",
@@ -55,7 +55,7 @@ def test_positional_json_prints_the_id_and_stores_every_field(
         "cwd": str(tmp_path),
         "env": {"GREETING": "hi", "EMPTY": ""},
     }
-    assert enqueue(db_path, json.dumps(spec)) == "job1"
+    assert enqueue(db, json.dumps(spec)) == "job1"
     job = stored(store, "job1")
     assert (job.command, job.priority, job.queue) == ("sleep 2", 5, "emails")
     assert (job.max_retries, job.timeout, job.cwd) == (2, 12.5, str(tmp_path))
@@ -64,9 +64,9 @@ def test_positional_json_prints_the_id_and_stores_every_field(
     assert (job.state, job.attempts) == (JobState.PENDING, 0)
 
 
-def test_flags_store_every_field(db_path: Path, store: Store, tmp_path: Path) -> None:
+def test_flags_store_every_field(db: str, store: Store, tmp_path: Path) -> None:
     job_id = enqueue(
-        db_path,
+        db,
         "--id=flagged",
         "--command",
         "echo $GREETING",
@@ -95,14 +95,14 @@ def test_flags_store_every_field(db_path: Path, store: Store, tmp_path: Path) ->
     assert job.run_at == datetime(2031, 6, 1, 12, 0, tzinfo=UTC)
 
 
-def test_short_flags(db_path: Path, store: Store) -> None:
-    job_id = enqueue(db_path, "-c", "true", "-p", "3", "-q", "fast")
+def test_short_flags(db: str, store: Store) -> None:
+    job_id = enqueue(db, "-c", "true", "-p", "3", "-q", "fast")
     job = stored(store, job_id)
     assert (job.command, job.priority, job.queue) == ("true", 3, "fast")
 
 
-def test_defaults_when_only_a_command_is_given(db_path: Path, store: Store) -> None:
-    job_id = enqueue(db_path, "--command", "true")
+def test_defaults_when_only_a_command_is_given(db: str, store: Store) -> None:
+    job_id = enqueue(db, "--command", "true")
     assert GENERATED_ID.fullmatch(job_id)
     job = stored(store, job_id)
     assert (job.queue, job.priority, job.max_retries, job.timeout) == ("default", 0, 3, None)
@@ -111,11 +111,11 @@ def test_defaults_when_only_a_command_is_given(db_path: Path, store: Store) -> N
 
 
 @pytest.mark.parametrize("form", ["flag", "json"])
-def test_delay_puts_run_at_in_the_future(db_path: Path, store: Store, form: str) -> None:
+def test_delay_puts_run_at_in_the_future(db: str, store: Store, form: str) -> None:
     if form == "flag":
-        job_id = enqueue(db_path, "--delay", "3600", "--command", "true")
+        job_id = enqueue(db, "--delay", "3600", "--command", "true")
     else:
-        job_id = enqueue(db_path, json.dumps({"command": "true", "delay": 3600}))
+        job_id = enqueue(db, json.dumps({"command": "true", "delay": 3600}))
     job = stored(store, job_id)
     assert abs(job.run_at - job.created_at - timedelta(hours=1)) < timedelta(seconds=5)
 
@@ -132,9 +132,9 @@ def test_delay_puts_run_at_in_the_future(db_path: Path, store: Store, form: str)
     ],
 )
 def test_words_after_double_dash_become_the_command(
-    db_path: Path, store: Store, words: list[str], command: str
+    db: str, store: Store, words: list[str], command: str
 ) -> None:
-    job_id = enqueue(db_path, "--", *words)
+    job_id = enqueue(db, "--", *words)
     assert GENERATED_ID.fullmatch(job_id), job_id
     assert stored(store, job_id).command == command
 
@@ -155,20 +155,20 @@ def test_words_after_double_dash_become_the_command(
     ],
 )
 def test_a_command_that_looks_like_json_after_dd_or_flag(
-    db_path: Path, store: Store, args: list[str], command: str
+    db: str, store: Store, args: list[str], command: str
 ) -> None:
-    assert stored(store, enqueue(db_path, *args)).command == command
+    assert stored(store, enqueue(db, *args)).command == command
 
 
-def test_double_dash_combines_with_flags(db_path: Path, store: Store) -> None:
-    job_id = enqueue(db_path, "--id", "combo", "--queue", "q1", "--", "echo", "a b")
+def test_double_dash_combines_with_flags(db: str, store: Store) -> None:
+    job_id = enqueue(db, "--id", "combo", "--queue", "q1", "--", "echo", "a b")
     job = stored(store, job_id)
     assert (job_id, job.queue, job.command) == ("combo", "q1", "echo 'a b'")
 
 
-def test_generated_ids_are_unique(db_path: Path) -> None:
-    first = enqueue(db_path, "--", "true")
-    second = enqueue(db_path, "--", "true")
+def test_generated_ids_are_unique(db: str) -> None:
+    first = enqueue(db, "--", "true")
+    second = enqueue(db, "--", "true")
     assert first != second
 
 
@@ -181,13 +181,13 @@ JSONL = (
 
 
 @pytest.mark.parametrize("source", ["path", "stdin"])
-def test_file_enqueues_every_line(db_path: Path, store: Store, tmp_path: Path, source: str) -> None:
+def test_file_enqueues_every_line(db: str, store: Store, tmp_path: Path, source: str) -> None:
     if source == "path":
         path = tmp_path / "jobs.jsonl"
         path.write_text(JSONL)
-        result = run_cli(db_path, "enqueue", "--file", str(path))
+        result = run_cli(db, "enqueue", "--file", str(path))
     else:
-        result = run_cli(db_path, "enqueue", "--file", "-", input=JSONL)
+        result = run_cli(db, "enqueue", "--file", "-", input=JSONL)
     assert ok(result) == "enqueued 3 jobs\n"
     jobs = all_jobs(store)
     assert [job.command for job in jobs] == ["echo three", "echo two", "echo one"]
@@ -196,38 +196,36 @@ def test_file_enqueues_every_line(db_path: Path, store: Store, tmp_path: Path, s
     assert (jobs[0].timeout, jobs[1].queue, jobs[1].priority) == (4.0, "other", 2)
 
 
-def test_short_file_flag(db_path: Path, store: Store, tmp_path: Path) -> None:
+def test_short_file_flag(db: str, store: Store, tmp_path: Path) -> None:
     path = tmp_path / "one.jsonl"
     path.write_text('{"id": "only", "command": "true"}')  # no final newline
-    assert ok(run_cli(db_path, "enqueue", "-f", str(path))) == "enqueued 1 jobs\n"
+    assert ok(run_cli(db, "enqueue", "-f", str(path))) == "enqueued 1 jobs\n"
     assert stored(store, "only").command == "true"
 
 
-def test_default_cwd_is_the_callers_directory(db_path: Path, store: Store, tmp_path: Path) -> None:
+def test_default_cwd_is_the_callers_directory(db: str, store: Store, tmp_path: Path) -> None:
     caller = tmp_path / "caller"
     caller.mkdir()
-    job_id = enqueue(db_path, "--", "pwd", cwd=caller)
+    job_id = enqueue(db, "--", "pwd", cwd=caller)
     assert stored(store, job_id).cwd == str(caller)
 
 
 def test_relative_cwd_is_taken_from_the_callers_directory(
-    db_path: Path, store: Store, tmp_path: Path
+    db: str, store: Store, tmp_path: Path
 ) -> None:
     caller = tmp_path / "caller"
     caller.mkdir()
-    flag_id = enqueue(db_path, "--cwd", "sub/dir", "--", "pwd", cwd=caller)
-    json_id = enqueue(db_path, json.dumps({"command": "pwd", "cwd": "sub"}), cwd=caller)
+    flag_id = enqueue(db, "--cwd", "sub/dir", "--", "pwd", cwd=caller)
+    json_id = enqueue(db, json.dumps({"command": "pwd", "cwd": "sub"}), cwd=caller)
     assert stored(store, flag_id).cwd == str(caller / "sub" / "dir")
     assert stored(store, json_id).cwd == str(caller / "sub")
 
 
-def test_file_jobs_default_to_the_callers_directory(
-    db_path: Path, store: Store, tmp_path: Path
-) -> None:
+def test_file_jobs_default_to_the_callers_directory(db: str, store: Store, tmp_path: Path) -> None:
     caller = tmp_path / "caller"
     caller.mkdir()
     (caller / "jobs.jsonl").write_text('{"id": "a", "command": "pwd"}\n')
-    ok(run_cli(db_path, "enqueue", "--file", "jobs.jsonl", cwd=caller))
+    ok(run_cli(db, "enqueue", "--file", "jobs.jsonl", cwd=caller))
     assert stored(store, "a").cwd == str(caller)
 
 
@@ -241,48 +239,46 @@ def test_file_jobs_default_to_the_callers_directory(
     ],
 )
 def test_timeout_sec_is_an_alias_of_timeout(
-    db_path: Path, store: Store, spec: dict[str, object], timeout: float
+    db: str, store: Store, spec: dict[str, object], timeout: float
 ) -> None:
-    job_id = enqueue(db_path, json.dumps({"command": "true", **spec}))
+    job_id = enqueue(db, json.dumps({"command": "true", **spec}))
     assert stored(store, job_id).timeout == timeout
 
 
-def test_null_fields_mean_the_default(db_path: Path, store: Store) -> None:
+def test_null_fields_mean_the_default(db: str, store: Store) -> None:
     fields = ["id", "priority", "run_at", "delay", "max_retries", "timeout", "queue", "cwd", "env"]
-    job_id = enqueue(db_path, json.dumps({"command": "true", **dict.fromkeys(fields)}))
+    job_id = enqueue(db, json.dumps({"command": "true", **dict.fromkeys(fields)}))
     assert GENERATED_ID.fullmatch(job_id)
     job = stored(store, job_id)
     assert (job.queue, job.priority, job.max_retries, job.timeout) == ("default", 0, 3, None)
 
 
-def test_default_max_retries_is_read_from_config_at_enqueue_time(
-    db_path: Path, store: Store
-) -> None:
-    before = enqueue(db_path, "--", "true")
-    ok(run_cli(db_path, "config", "set", "max_retries", "7"))
-    after = enqueue(db_path, "--", "true")
-    explicit = enqueue(db_path, "--max-retries", "0", "--", "true")
+def test_default_max_retries_is_read_from_config_at_enqueue_time(db: str, store: Store) -> None:
+    before = enqueue(db, "--", "true")
+    ok(run_cli(db, "config", "set", "max_retries", "7"))
+    after = enqueue(db, "--", "true")
+    explicit = enqueue(db, "--max-retries", "0", "--", "true")
     assert stored(store, before).max_retries == 3  # config changes do not rewrite queued jobs
     assert stored(store, after).max_retries == 7
     assert stored(store, explicit).max_retries == 0  # 0 is a value, not "use the default"
 
 
-def test_job_timeout_config_is_the_default_timeout(db_path: Path, store: Store) -> None:
-    none = enqueue(db_path, "--", "true")  # job_timeout defaults to 0: no timeout
-    ok(run_cli(db_path, "config", "set", "job-timeout", "45"))
-    defaulted = enqueue(db_path, "--", "true")
-    explicit = enqueue(db_path, "--timeout", "3", "--", "true")
-    ok(run_cli(db_path, "config", "set", "job_timeout", "0"))
-    zero_again = enqueue(db_path, "--", "true")
+def test_job_timeout_config_is_the_default_timeout(db: str, store: Store) -> None:
+    none = enqueue(db, "--", "true")  # job_timeout defaults to 0: no timeout
+    ok(run_cli(db, "config", "set", "job-timeout", "45"))
+    defaulted = enqueue(db, "--", "true")
+    explicit = enqueue(db, "--timeout", "3", "--", "true")
+    ok(run_cli(db, "config", "set", "job_timeout", "0"))
+    zero_again = enqueue(db, "--", "true")
     assert stored(store, none).timeout is None
     assert stored(store, defaulted).timeout == 45.0
     assert stored(store, explicit).timeout == 3.0
     assert stored(store, zero_again).timeout is None
 
 
-def test_list_json_shows_what_enqueue_stored(db_path: Path, tmp_path: Path) -> None:
-    enqueue(db_path, "--id", "seen", "--env", "A=1", "--cwd", str(tmp_path), "--", "echo", "x y")
-    listed = json.loads(ok(run_cli(db_path, "list", "--json")))
+def test_list_json_shows_what_enqueue_stored(db: str, tmp_path: Path) -> None:
+    enqueue(db, "--id", "seen", "--env", "A=1", "--cwd", str(tmp_path), "--", "echo", "x y")
+    listed = json.loads(ok(run_cli(db, "list", "--json")))
     assert len(listed) == 1
     job = listed[0]
     assert {k: job[k] for k in ("id", "command", "state", "env", "cwd", "timeout")} == {

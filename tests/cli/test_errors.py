@@ -25,9 +25,9 @@ Snapshot = tuple[list[Job], dict[str, str], dict[str, list[Attempt]]]
 
 
 @pytest.fixture
-def seeded(db_path: Path) -> Path:
+def seeded(db: str) -> str:
     """A store holding a pending job, a dead job with one attempt, and a changed setting."""
-    with closing(open_store(db_path)) as store:
+    with closing(open_store(db)) as store:
         api.enqueue(
             store,
             [
@@ -42,10 +42,10 @@ def seeded(db_path: Path) -> Path:
         outcome = Outcome(end=AttemptEnd.FAILED, started_at=now, ended_at=now, exit_code=3)
         transition = Transition(state=JobState.DEAD, attempts=1, last_error="exit code 3")
         assert store.finish(claim, outcome, transition)
-    return db_path
+    return db
 
 
-def snapshot(db: Path) -> Snapshot:
+def snapshot(db: str | Path) -> Snapshot:
     """Everything a failed command must leave alone: jobs, settings and attempt history."""
     with closing(open_store(db)) as store:
         jobs = store.list_jobs(JobFilter(), 10_000)
@@ -53,7 +53,7 @@ def snapshot(db: Path) -> Snapshot:
 
 
 def assert_rejected(
-    db: Path,
+    db: str | Path,
     *args: str,
     needle: str,
     code: int = 2,
@@ -159,7 +159,7 @@ JSON_CASES = [
 
 
 @pytest.mark.parametrize(("job", "name"), JSON_CASES)
-def test_bad_json_job(seeded: Path, job: object, name: str) -> None:
+def test_bad_json_job(seeded: str, job: object, name: str) -> None:
     line = assert_rejected(seeded, "enqueue", _as_json(job), needle=field(name))
     assert line.isprintable(), line  # invisible characters it repeats are escaped
 
@@ -214,7 +214,7 @@ LONE_JSON.append("[" * 5000 + "]" * 5000)
 
 @pytest.mark.parametrize("arg", [*LONE_JSON, "9" * 5000])
 @pytest.mark.parametrize("where", ["alone", "before-dd"])
-def test_lone_json_that_is_not_an_object_is_refused(seeded: Path, arg: str, where: str) -> None:
+def test_lone_json_that_is_not_an_object_is_refused(seeded: str, arg: str, where: str) -> None:
     args = [arg] if where == "alone" else [arg, "--"]
     line = assert_rejected(seeded, "enqueue", *args, needle=field("job"))
     assert "must be a JSON object" in line and "--command" in line and "-- " in line, line
@@ -222,7 +222,7 @@ def test_lone_json_that_is_not_an_object_is_refused(seeded: Path, arg: str, wher
 
 
 @pytest.mark.parametrize(("args", "needle"), FLAG_CASES)
-def test_bad_flags(seeded: Path, args: list[str], needle: str) -> None:
+def test_bad_flags(seeded: str, args: list[str], needle: str) -> None:
     assert_rejected(seeded, "enqueue", *args, needle=needle)
 
 
@@ -274,7 +274,7 @@ FILE_CASES = [
 
 @pytest.mark.parametrize(("content", "code", "needle"), FILE_CASES)
 def test_bad_jsonl_file_inserts_nothing(
-    seeded: Path, tmp_path: Path, content: str, code: int, needle: str
+    seeded: str, tmp_path: Path, content: str, code: int, needle: str
 ) -> None:
     (tmp_path / "jobs.jsonl").write_text(content)
     args = ["enqueue", "--file", "jobs.jsonl"]
@@ -286,13 +286,13 @@ def test_bad_jsonl_file_inserts_nothing(
     [case for case in FILE_CASES if case.id in ("unknown", "empty", "dup-in-file", "dup")],
 )
 def test_bad_jsonl_on_stdin_inserts_nothing(
-    seeded: Path, content: str, code: int, needle: str
+    seeded: str, content: str, code: int, needle: str
 ) -> None:
     assert_rejected(seeded, "enqueue", "--file", "-", needle=needle, code=code, input=content)
 
 
 def test_bad_line_three_names_line_three_and_keeps_the_good_lines_out(
-    seeded: Path, tmp_path: Path
+    seeded: str, tmp_path: Path
 ) -> None:
     (tmp_path / "jobs.jsonl").write_text(GOOD + '{"command": "x", "max_retries": -2}\n')
     line = assert_rejected(seeded, "enqueue", "--file", str(tmp_path / "jobs.jsonl"), needle="")
@@ -312,7 +312,7 @@ def test_bad_line_three_names_line_three_and_keeps_the_good_lines_out(
         ),
     ],
 )
-def test_unreadable_file(seeded: Path, tmp_path: Path, make: Any) -> None:
+def test_unreadable_file(seeded: str, tmp_path: Path, make: Any) -> None:
     path = make(tmp_path)
     line = assert_rejected(seeded, "enqueue", "--file", str(path), needle=field("file"))
     assert str(path) in line
@@ -331,7 +331,7 @@ def _write_bytes(path: Path, data: bytes) -> Path:
         pytest.param(["--id", DEAD, "--command", "x"], DEAD, id="dead-job-id"),
     ],
 )
-def test_duplicate_id_exits_1(seeded: Path, args: list[str], clash: str) -> None:
+def test_duplicate_id_exits_1(seeded: str, args: list[str], clash: str) -> None:
     line = assert_rejected(seeded, "enqueue", *args, needle=field("id"), code=1)
     assert f'"{clash}"' in line
 
@@ -409,7 +409,7 @@ OTHER_CASES = [
 
 
 @pytest.mark.parametrize(("args", "code", "needle"), OTHER_CASES)
-def test_bad_command_use(seeded: Path, args: list[str], code: int, needle: str) -> None:
+def test_bad_command_use(seeded: str, args: list[str], code: int, needle: str) -> None:
     assert_rejected(seeded, *args, needle=needle, code=code)
 
 
@@ -452,7 +452,7 @@ def test_refused_before_the_store_is_created(tmp_path: Path, args: list[str], ne
     assert not (tmp_path / "new").exists()
 
 
-def test_seeded_store_is_what_the_error_tests_assume(seeded: Path) -> None:
+def test_seeded_store_is_what_the_error_tests_assume(seeded: str) -> None:
     jobs, config, attempts = snapshot(seeded)
     assert {job.id: job.state for job in jobs} == {EXISTING: JobState.PENDING, DEAD: JobState.DEAD}
     assert config == {"max_retries": "4"}
@@ -479,11 +479,11 @@ def test_unusable_db_is_one_line(tmp_path: Path, make: Any, needle: str) -> None
     assert len(lines) == 1 and lines[0].startswith("queuectl: error: " + needle), result.stderr
 
 
-def test_usage_errors_point_at_help(seeded: Path) -> None:
+def test_usage_errors_point_at_help(seeded: str) -> None:
     line = assert_rejected(seeded, "enqueue", "-c", "x", "--bogus", needle="'--bogus'")
     assert line.endswith("(see `queuectl enqueue --help`)")
 
 
-def test_non_utf8_id_argument_is_a_usage_error(seeded: Path) -> None:
+def test_non_utf8_id_argument_is_a_usage_error(seeded: str) -> None:
     """Bytes that are not UTF-8 must be refused before they reach SQLite."""
     assert_rejected(seeded, "enqueue", "--id", "ok\udcff", "--", "true", needle=field("id"))

@@ -112,18 +112,18 @@ def test_status_table(ran: Path, wide: None) -> None:
     assert "[bold]" not in out  # the total row's markup is rendered, not printed
 
 
-def test_status_of_an_empty_queue(db_path: Path) -> None:
-    data = json.loads(ok(run_cli(db_path, "status", "--json")))
+def test_status_of_an_empty_queue(db: str) -> None:
+    data = json.loads(ok(run_cli(db, "status", "--json")))
     assert data["jobs"] == dict.fromkeys(
         ["pending", "processing", "completed", "failed", "dead"], 0
     )
     assert (data["queues"], data["workers"]) == ({}, [])
 
 
-def test_status_lists_a_running_worker(db_path: Path) -> None:
-    with WorkerPool(db_path, 1):
+def test_status_lists_a_running_worker(db: str) -> None:
+    with WorkerPool(db, 1):
         status = wait_until(
-            lambda: json.loads(ok(run_cli(db_path, "status", "--json")))["workers"],
+            lambda: json.loads(ok(run_cli(db, "status", "--json")))["workers"],
             message="the worker to register",
         )
     assert len(status) == 1

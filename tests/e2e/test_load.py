@@ -43,7 +43,7 @@ attempts themselves, and a heartbeat racing its job's finish may warn of a lost 
 class Enqueuer(threading.Thread):
     """One enqueuer: its single calls and files, interleaved, one process at a time."""
 
-    def __init__(self, number: int, db: Path, root: Path, jobs: int) -> None:
+    def __init__(self, number: int, db: str | Path, root: Path, jobs: int) -> None:
         super().__init__(name=f"enqueuer-{number}", daemon=True)  # never outlives a failed test
         self.number, self.db, self.root = number, db, root
         self.ids = [f"load{number}-{n:06d}" for n in range(jobs)]
@@ -103,12 +103,12 @@ class Enqueuer(threading.Thread):
 
 
 @pytest.mark.timeout(1500)  # generous: the machine is shared; a run takes about 150 s
-def test_concurrent_enqueuers_and_workers_lose_and_repeat_nothing(db_path: Path, tmp_path: Path):
-    run_cli(db_path, "status")  # create the store before the enqueuers race to
+def test_concurrent_enqueuers_and_workers_lose_and_repeat_nothing(db: str, tmp_path: Path):
+    run_cli(db, "status")  # create the store before the enqueuers race to
     share = JOBS // ENQUEUERS
-    enqueuers = [Enqueuer(n, db_path, tmp_path, share) for n in range(ENQUEUERS)]
+    enqueuers = [Enqueuer(n, db, tmp_path, share) for n in range(ENQUEUERS)]
     began = time.monotonic()
-    with WorkerPool(db_path, 4) as pool:
+    with WorkerPool(db, 4) as pool:
         for enqueuer in enqueuers:
             enqueuer.start()
         for enqueuer in enqueuers:
@@ -121,7 +121,7 @@ def test_concurrent_enqueuers_and_workers_lose_and_repeat_nothing(db_path: Path,
         )
         accepted = [job_id for e in enqueuers for job_id in e.accepted]
         assert len(accepted) == ENQUEUERS * share
-        store = open_store(db_path)
+        store = open_store(db)
         try:
             wait_until(
                 lambda: store.counts().total(models.JobState.COMPLETED) >= len(accepted),
@@ -137,13 +137,13 @@ def test_concurrent_enqueuers_and_workers_lose_and_repeat_nothing(db_path: Path,
         f"load: {len(accepted)} jobs; enqueued in {enqueued - began:.1f}s, "
         f"drained in {drained - began:.1f}s"
     )
-    _check_every_job_ran_once(db_path, accepted)
+    _check_every_job_ran_once(db, accepted)
     errors = [line for line in log.splitlines() if WORKER_LOG_ERRORS.search(line)]
     assert not errors, "the workers logged errors:\n  " + "\n  ".join(errors[:10])
 
 
-def _check_every_job_ran_once(db_path: Path, accepted: list[str]) -> None:
-    store = open_store(db_path)
+def _check_every_job_ran_once(db: str, accepted: list[str]) -> None:
+    store = open_store(db)
     try:
         counts = store.counts()
         states = {s: counts.total(s) for s in models.JobState}

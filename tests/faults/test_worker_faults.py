@@ -67,10 +67,10 @@ def _ids(store: Store) -> set[str]:
 
 
 def test_lowering_the_lease_under_load_never_runs_a_job_twice(
-    db_path: Path, store: Store, tmp_path: Path
+    db: str, store: Store, tmp_path: Path
 ):
     history = History(tmp_path)
-    with WorkerPool(db_path, 2):
+    with WorkerPool(db, 2):
         wait_until(lambda: len(_ids(store)) == 2, 20, "two workers")
         api.set_config(store, "lease", "2")  # wakes the idle workers, which reload it at once
         job = enqueue_one(store, command=history.command("sleep 5"), max_retries=3)
@@ -88,11 +88,11 @@ def test_lowering_the_lease_under_load_never_runs_a_job_twice(
 
 
 def test_a_frozen_worker_loses_its_job_which_never_runs_twice_at_once(
-    db_path: Path, store: Store, tmp_path: Path
+    db: str, store: Store, tmp_path: Path
 ):
     history = History(tmp_path)
     api.set_config(store, "lease", "2")
-    with WorkerPool(db_path, 2):
+    with WorkerPool(db, 2):
         wait_until(lambda: len(_ids(store)) == 2, 20, "two workers")
         job = enqueue_one(store, command=history.command("sleep 6"), max_retries=3)
         frozen = _runner_pid(store, job)
@@ -114,17 +114,17 @@ def test_a_frozen_worker_loses_its_job_which_never_runs_twice_at_once(
 
 
 def test_a_busy_worker_that_was_forgotten_registers_again_while_busy(
-    db_path: Path, store: Store, tmp_path: Path
+    db: str, store: Store, tmp_path: Path
 ):
     api.set_config(store, "lease", "2")
-    with WorkerPool(db_path, 1):
+    with WorkerPool(db, 1):
         [worker_id] = wait_until(lambda: _ids(store), 20, "the worker")
         job = enqueue_one(store, command="sleep 30")
         _runner_pid(store, job)
         store.deregister_worker(worker_id)  # as a prune does, say after a suspended VM resumed
         wait_until(lambda: worker_id in _ids(store), 10, "the busy worker to be listed again")
         assert state_of(store, job) is JobState.PROCESSING
-        stopped = run_cli(db_path, "worker", "stop", "--now", "--timeout", "20")
+        stopped = run_cli(db, "worker", "stop", "--now", "--timeout", "20")
         assert stopped.returncode == 0, stopped.stderr
         assert "stopped 1 of 1" in stopped.stdout
 
@@ -137,12 +137,12 @@ def _supervisor_and_worker(store: Store, pool: WorkerPool) -> tuple[int, int]:
 
 @pytest.mark.parametrize("rescuer", ["idle", "busy"])
 def test_a_job_whose_supervisor_and_worker_were_killed_is_killed_then_rescued(
-    db_path: Path, store: Store, tmp_path: Path, rescuer: str
+    db: str, store: Store, tmp_path: Path, rescuer: str
 ):
     history = History(tmp_path)
     api.set_config(store, "lease", "2")
-    doomed = WorkerPool(db_path, 1, "--queue", "doomed", log=tmp_path / "doomed.log")
-    with doomed, WorkerPool(db_path, 1, "--queue", "default", log=tmp_path / "other.log") as other:
+    doomed = WorkerPool(db, 1, "--queue", "doomed", log=tmp_path / "doomed.log")
+    with doomed, WorkerPool(db, 1, "--queue", "default", log=tmp_path / "other.log") as other:
         supervisor, worker_pid = _supervisor_and_worker(store, doomed)
         _supervisor_and_worker(store, other)
         job = enqueue_one(store, queue="doomed", command=history.command("sleep 6"), max_retries=3)
@@ -167,8 +167,8 @@ def test_a_job_whose_supervisor_and_worker_were_killed_is_killed_then_rescued(
     assert not history.overlaps(), history.lines()
 
 
-def test_a_stop_signal_during_a_workers_replacement_is_not_lost(db_path: Path, store: Store):
-    with WorkerPool(db_path, 1) as pool:
+def test_a_stop_signal_during_a_workers_replacement_is_not_lost(db: str, store: Store):
+    with WorkerPool(db, 1) as pool:
         [first] = wait_until(pool.worker_pids, 20, "the worker")
         os.kill(first, signal.SIGKILL)
         wait_until(lambda: "died" in pool.log_text(), 10, "the supervisor to see the death")

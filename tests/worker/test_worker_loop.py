@@ -24,53 +24,53 @@ def _job(store: Store, job_id: str) -> models.Job:
     return got
 
 
-def test_a_busy_worker_finishes_and_claims_in_one_go(db_path: Path, store: Store):
+def test_a_busy_worker_finishes_and_claims_in_one_go(db: str, store: Store):
     ids = api.enqueue(store, [JobSpec(id=f"j{i}", command="true") for i in range(3)])
-    w = worker.Worker(str(db_path))
-    db = open_store(db_path)
+    w = worker.Worker(db)
+    conn = open_store(db)
     try:
-        claim = db.claim(w.id, w.info.host, None, 60)
+        claim = conn.claim(w.id, w.info.host, None, 60)
         seen = []
         while claim is not None:
             seen.append(claim.job.id)
-            claim = w._process(db, claim)
+            claim = w._process(conn, claim)
     finally:
-        db.close()
+        conn.close()
     assert seen == ids  # each next job came back from the previous one's finish
     for job_id in ids:
         assert _job(store, job_id).state is JobState.COMPLETED
         assert [a.end for a in store.attempts(job_id)] == [AttemptEnd.SUCCEEDED]
 
 
-def test_no_job_is_claimed_ahead_once_a_stop_is_asked(db_path: Path, store: Store):
+def test_no_job_is_claimed_ahead_once_a_stop_is_asked(db: str, store: Store):
     api.enqueue(store, [JobSpec(id=f"j{i}", command="true") for i in range(3)])
-    w = worker.Worker(str(db_path))
-    db = open_store(db_path)
+    w = worker.Worker(db)
+    conn = open_store(db)
     try:
-        first = db.claim(w.id, w.info.host, None, 60)
+        first = conn.claim(w.id, w.info.host, None, 60)
         assert first is not None
         w.request_stop("graceful")
-        assert w._process(db, first) is None
+        assert w._process(conn, first) is None
     finally:
-        db.close()
+        conn.close()
     assert _job(store, "j1").state is JobState.PENDING
     assert _job(store, "j2").state is JobState.PENDING
 
 
 def test_stop_now_returns_a_job_claimed_ahead_without_starting_it(
-    db_path: Path, store: Store, tmp_path: Path
+    db: str, store: Store, tmp_path: Path
 ):
     marker = tmp_path / "ran"
     api.enqueue(store, [JobSpec(id="ahead", command=f"touch {marker}", max_retries=0)])
-    w = worker.Worker(str(db_path))
-    db = open_store(db_path)
+    w = worker.Worker(db)
+    conn = open_store(db)
     try:
-        claim = db.claim(w.id, w.info.host, None, 60)
+        claim = conn.claim(w.id, w.info.host, None, 60)
         assert claim is not None
         w.request_stop("now")  # as if it came just after the previous job's finish
-        assert w._process(db, claim) is None
+        assert w._process(conn, claim) is None
     finally:
-        db.close()
+        conn.close()
     assert not marker.exists()
     job = _job(store, "ahead")
     assert (job.state, job.attempts) == (JobState.PENDING, 0)  # no retry spent
@@ -95,9 +95,9 @@ class _SwitchingStore:
         return getattr(self._real, name)
 
 
-def test_a_late_lost_lease_report_does_not_abort_the_next_job(db_path: Path, store: Store):
+def test_a_late_lost_lease_report_does_not_abort_the_next_job(db: str, store: Store):
     api.enqueue(store, [JobSpec(id="old", command="true"), JobSpec(id="new", command="true")])
-    w = worker.Worker(str(db_path))
+    w = worker.Worker(db)
     store.register_worker(w.info, 60)
     old = store.claim(w.id, w.info.host, None, 60)
     new = store.claim(w.id, w.info.host, None, 60)
@@ -107,7 +107,7 @@ def test_a_late_lost_lease_report_does_not_abort_the_next_job(db_path: Path, sto
     [expired, _] = store.expired_claims(10)
     out = models.Outcome(end=AttemptEnd.WORKER_LOST, started_at=store.now(), ended_at=store.now())
     assert store.rescue(expired, out, models.Transition(state=JobState.FAILED, attempts=1))
-    beats = heartbeat.Heartbeat(w, str(db_path))
+    beats = heartbeat.Heartbeat(w, db)
     w._hold(old, time.monotonic())
 
     def move_on() -> None:
@@ -158,10 +158,10 @@ def test_the_maintenance_thread_checkpoints_so_the_log_starts_over(db_path: Path
 
 
 def test_a_beat_racing_the_finish_of_its_job_stops_nothing_and_warns_not(
-    db_path: Path, store: Store, caplog: Any
+    db: str, store: Store, caplog: Any
 ):
     api.enqueue(store, [JobSpec(id="j", command="true")])
-    w = worker.Worker(str(db_path))
+    w = worker.Worker(db)
     store.register_worker(w.info, 60)
     claim = store.claim(w.id, w.info.host, None, 60)
     assert claim is not None
@@ -171,6 +171,6 @@ def test_a_beat_racing_the_finish_of_its_job_stops_nothing_and_warns_not(
     now = store.now()
     done = models.Outcome(end=AttemptEnd.SUCCEEDED, started_at=now, ended_at=now)
     assert store.finish(claim, done, models.Transition(state=JobState.COMPLETED, attempts=1))
-    heartbeat.Heartbeat(w, str(db_path)).beat(store, lease)
+    heartbeat.Heartbeat(w, db).beat(store, lease)
     assert not w.job_abort.is_set()
     assert "lease was lost" not in caplog.text

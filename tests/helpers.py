@@ -74,6 +74,12 @@ def run_cli(
     )
 
 
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    """Assert a CLI call succeeded quietly on stderr; return its stdout."""
+    assert (result.returncode, result.stderr) == (0, ""), result
+    return result.stdout
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

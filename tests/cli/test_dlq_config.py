@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from queuectl.store import open_store
-from tests.helpers import WorkerPool, run_cli, wait_until
+from tests.helpers import WorkerPool, ok, run_cli, wait_until
 
 DEFAULTS = {
     "max_retries": "3",
@@ -23,12 +22,6 @@ DEFAULTS = {
     "output_limit": "1048576",
     "lease": "30",
 }
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    """Assert a CLI call succeeded quietly on stderr; return its stdout."""
-    assert (result.returncode, result.stderr) == (0, ""), result
-    return result.stdout
 
 
 def show(db: str | Path, job_id: str) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,15 +11,9 @@ import pytest
 
 from queuectl.models import Job, JobFilter, JobState
 from queuectl.store import Store
-from tests.helpers import run_cli
+from tests.helpers import ok, run_cli
 
 GENERATED_ID = re.compile(r"[0-9a-f]{24}")
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    """Assert a CLI call succeeded quietly on stderr; return its stdout."""
-    assert (result.returncode, result.stderr) == (0, ""), result
-    return result.stdout
 
 
 def enqueue(db: str | Path, *args: str, cwd: Path | None = None) -> str:

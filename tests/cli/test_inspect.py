@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import WorkerPool, run_cli, wait_until
+from tests.helpers import WorkerPool, ok, run_cli, wait_until
 
 MARKUP_COMMAND = 'echo "[bold]loud[/bold] [red]x"'
 BACKSLASH_COMMAND = "echo x\\"
@@ -33,12 +32,6 @@ LATER = [
     ("later", ["--queue", "batch", "--delay", "3600", "--", "true"]),
     ("later2", ["--delay", "3600", "--", "true"]),
 ]
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    """Assert a CLI call succeeded quietly on stderr; return its stdout."""
-    assert (result.returncode, result.stderr) == (0, ""), result
-    return result.stdout
 
 
 def states(db: Path) -> dict[str, str]:

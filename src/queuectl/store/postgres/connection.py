@@ -34,9 +34,34 @@ _DEFAULTS = {
 Connection = psycopg.Connection[dict[str, Any]]
 
 
+def parse(where: location.PostgresLocation) -> dict[str, Any]:
+    """The URL's parameters as libpq reads them. Raises FieldError for one it refuses.
+
+    libpq's message quotes the token it refused, which may be the password itself (a bad
+    percent-escape in it): the raw password is cut out of the message before it is shown.
+    """
+    try:
+        return conninfo_to_dict(where.conninfo)
+    except psycopg.Error as exc:
+        message = reason(exc)
+        secret = _raw_password(where.conninfo)
+        if secret:
+            message = message.replace(secret, "***")
+        raise errors.FieldError(
+            "db", f"is not a valid PostgreSQL URL ({message}): {where.shown}"
+        ) from None
+
+
+def _raw_password(url: str) -> str:
+    """The password as written in the URL (percent-escapes and all), or ''."""
+    authority = url.split("://", 1)[-1].split("/", 1)[0]
+    userinfo = authority.rpartition("@")[0]
+    return userinfo.partition(":")[2]
+
+
 def connect(where: location.PostgresLocation, autocommit: bool = True) -> Connection:
     """A new connection to `where`. Raises StoreUnavailable in one line, never a traceback."""
-    given = conninfo_to_dict(where.conninfo)
+    given = parse(where)
     extra = {key: value for key, value in _DEFAULTS.items() if key not in given}
     options = f"-c search_path={where.schema} -c timezone=UTC"
     if given.get("options"):
@@ -55,7 +80,7 @@ def connect(where: location.PostgresLocation, autocommit: bool = True) -> Connec
 
 def target(where: location.PostgresLocation) -> str:
     """Which server and database `where` names, libpq's defaults (PG* variables) filled in."""
-    given = {k: v for k, v in conninfo_to_dict(where.conninfo).items() if v not in (None, "")}
+    given = {k: v for k, v in parse(where).items() if v not in (None, "")}
     defaults = {
         option.keyword.decode(): option.val.decode()
         for option in pq.Conninfo.get_defaults()

@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from queuectl import errors, models
-from queuectl.store import location, sqlfile
+from queuectl.store import common, location, sqlfile
 from queuectl.store import migrate as migrations
 from queuectl.store.postgres import connection, notify
 
@@ -30,59 +30,8 @@ _Q = {name: q.sql for name, q in sqlfile.load(__package__ or "queuectl.store.pos
 Row = dict[str, Any]
 
 
-def _job(row: Row) -> models.Job:
-    return models.Job(
-        id=row["id"],
-        seq=row["seq"],
-        command=row["command"],
-        queue=row["queue"],
-        priority=row["priority"],
-        state=models.JobState(row["state"]),
-        attempts=row["attempts"],
-        max_retries=row["max_retries"],
-        timeout=row["timeout"],
-        cwd=row["cwd"],
-        env=row["env"] or {},
-        run_at=row["run_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        run_count=row["run_count"],
-        worker_id=row["worker_id"],
-        lease_expires_at=row["lease_expires_at"],
-        last_error=row["last_error"],
-    )
-
-
-def _attempt(row: Row) -> models.Attempt:
-    return models.Attempt(
-        job_id=row["job_id"],
-        number=row["number"],
-        worker_id=row["worker_id"],
-        host=row["host"],
-        pid=row["pid"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        exit_code=row["exit_code"],
-        signal=row["signal"],
-        end=models.AttemptEnd(row["outcome"]),
-        error=row["error"],
-        stdout=bytes(row["stdout"]),
-        stderr=bytes(row["stderr"]),
-    )
-
-
-def _worker(row: Row) -> models.WorkerInfo:
-    return models.WorkerInfo(
-        id=row["id"],
-        host=row["host"],
-        pid=row["pid"],
-        queues=tuple(row["queues"]),
-        started_at=row["started_at"],
-        heartbeat_at=row["heartbeat_at"],
-        job_id=row["job_id"],
-        stop=row["stop"],
-        expires_at=row["expires_at"],
-    )
+_DECODE = common.Decode(time=lambda value: value, json=lambda value: value)
+"""psycopg decodes timestamptz, jsonb and arrays itself."""
 
 
 def _text(value: str | None) -> str | None:
@@ -92,12 +41,6 @@ def _text(value: str | None) -> str | None:
     writes itself, which must never make a finish fail for good.
     """
     return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
-
-
-def _has_nul(job: models.NewJob) -> bool:
-    """Whether a job holds a NUL, which neither text nor jsonb can (the spec refuses it too)."""
-    texts = (job.id, job.command, job.queue, job.cwd or "", *job.env, *job.env.values())
-    return any("\x00" in text for text in texts)
 
 
 def _composed(name: str, **identifiers: str) -> sql.Composed:
@@ -209,15 +152,17 @@ class PostgresStore:
 
     # --- jobs: write path --------------------------------------------------------
     def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
-        if any(_has_nul(job) for job in jobs):
-            raise errors.UsageError("job: text fields must not contain NUL characters")
+        if any(common.has_nul(job) for job in jobs):
+            raise errors.UsageError(common.NUL_REFUSED)
         try:
             with self._transaction() as conn:
                 self._copy(conn, jobs)
                 # the wake-up rides on the same transaction: sent when it commits
                 self._wake_idle_workers(conn)
         except psycopg.errors.UniqueViolation:
-            raise self._duplicate(jobs) from None
+            found = self._all("select_existing_ids", ids=[job.id for job in jobs])
+            taken = {row["id"] for row in found}
+            raise common.first_duplicate(jobs, taken.__contains__) from None
         except psycopg.DataError as exc:
             raise errors.UsageError(f"job: {connection.reason(exc)}") from None
 
@@ -239,16 +184,6 @@ class PostgresStore:
                         job.run_at,
                     )
                 )
-
-    def _duplicate(self, jobs: Sequence[models.NewJob]) -> errors.DuplicateJob:
-        """Name the first job whose id clashes (with the store, or within the batch)."""
-        taken = {row["id"] for row in self._all("select_existing_ids", ids=[j.id for j in jobs])}
-        seen: set[str] = set()
-        for line, job in enumerate(jobs, start=1):
-            if job.id in seen or job.id in taken:
-                return errors.DuplicateJob(job.id, line if len(jobs) > 1 else None, line - 1)
-            seen.add(job.id)
-        return errors.DuplicateJob("?")
 
     def _wake_idle_workers(self, conn: connection.Connection) -> None:
         conn.execute(_Q["wake_workers"], {"channel": self._channel})
@@ -277,7 +212,7 @@ class PostgresStore:
         if row is None:
             return None
         return models.Claim(
-            job=_job(row),
+            job=_DECODE.job(row),
             worker_id=worker_id,
             host=host,
             claimed_at=row["claimed_at"],
@@ -298,7 +233,7 @@ class PostgresStore:
             held = (
                 claim is not None
                 and conn.execute(
-                    _Q["extend_lease"], {"lease": claim.lease, **self._claim_key(claim)}
+                    _Q["extend_lease"], {"lease": claim.lease, **common.claim_key(claim)}
                 ).rowcount
                 == 1
             )
@@ -311,14 +246,6 @@ class PostgresStore:
     def stop_requested(self, worker_id: str) -> str | None:
         row = self._one("select_worker_stop", worker_id=worker_id)
         return None if row is None else row["stop"]
-
-    @staticmethod
-    def _claim_key(claim: models.Claim) -> dict[str, Any]:
-        return {
-            "seq": claim.job.seq,
-            "worker_id": claim.worker_id,
-            "run_count": claim.job.run_count,
-        }
 
     def finish(
         self, claim: models.Claim, outcome: models.Outcome, transition: models.Transition
@@ -351,7 +278,7 @@ class PostgresStore:
 
         A job that goes back to waiting may be due now: idle workers are woken with the commit.
         """
-        key = self._claim_key(claim)
+        key = common.claim_key(claim)
         inserted = conn.execute(
             _Q["insert_attempt"],
             {
@@ -386,13 +313,7 @@ class PostgresStore:
 
     def expired_claims(self, limit: int) -> list[models.Claim]:
         return [
-            models.Claim(
-                job=_job(row),
-                worker_id=row["worker_id"],
-                host=row["worker_host"],
-                claimed_at=row["claimed_at"],
-            )
-            for row in self._all("select_expired_claims", limit=limit)
+            _DECODE.expired_claim(row) for row in self._all("select_expired_claims", limit=limit)
         ]
 
     def rescue(
@@ -409,26 +330,17 @@ class PostgresStore:
     # --- jobs: read path ---------------------------------------------------------
     def get_job(self, job_id: str) -> models.Job | None:
         row = self._one("select_job", job_id=job_id)
-        return None if row is None else _job(row)
+        return None if row is None else _DECODE.job(row)
 
     def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
-        state = None if where.state is None else where.state.value
-        if where.state in (models.JobState.FAILED, models.JobState.DEAD):
-            rows = self._all("list_problem_jobs", state=state, queue=where.queue, limit=limit)
-        elif where.state is models.JobState.PROCESSING:
-            rows = self._all("list_processing_jobs", queue=where.queue, limit=limit)
-        else:
-            rows = self._all("list_jobs", state=state, queue=where.queue, limit=limit)
-        return [_job(row) for row in rows]
+        query, params = common.listing(where)
+        return [_DECODE.job(row) for row in self._all(query, limit=limit, **params)]
 
     def attempts(self, job_id: str) -> list[models.Attempt]:
-        return [_attempt(row) for row in self._all("select_attempts", job_id=job_id)]
+        return [_DECODE.attempt(row) for row in self._all("select_attempts", job_id=job_id)]
 
     def counts(self) -> models.Counts:
-        by_queue: dict[str, dict[models.JobState, int]] = {}
-        for row in self._all("count_jobs"):
-            by_queue.setdefault(row["queue"], {})[models.JobState(row["state"])] = row["n"]
-        return models.Counts(by_queue=by_queue)
+        return common.counts(self._all("count_jobs"))
 
     # --- operator actions --------------------------------------------------------
     def retry_dead(self, job_ids: Sequence[str] | None) -> list[str]:
@@ -475,7 +387,7 @@ class PostgresStore:
             conn.execute(_Q["delete_worker"], {"worker_id": worker_id})
 
     def list_workers(self) -> list[models.WorkerInfo]:
-        return [_worker(row) for row in self._all("list_workers")]
+        return [_DECODE.worker(row) for row in self._all("list_workers")]
 
     def request_stop(self, worker_ids: Sequence[str] | None, mode: str) -> list[str]:
         with self._transaction() as conn:

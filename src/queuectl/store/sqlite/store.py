@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -17,13 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from queuectl import errors, models, paths
+from queuectl.store import common, sqlfile
 from queuectl.store import migrate as migrations
-from queuectl.store import sqlfile
 from queuectl.store.sqlite import wakeup
 
 _Q = {name: q.sql for name, q in sqlfile.load(__package__ or "queuectl.store.sqlite").items()}
-_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-"""A NUL character in JSON text: `\\u0000` behind an even number of backslashes."""
 _SYNCHRONOUS = {True: "PRAGMA synchronous = FULL", False: "PRAGMA synchronous = NORMAL"}
 BUSY_TIMEOUT_MS = 60_000
 """How long a writer waits for the write lock before giving up."""
@@ -45,68 +42,11 @@ def _maybe_dt(us: int | None) -> datetime | None:
     return None if us is None else _dt(us)
 
 
-def _env_has_nul(job: models.NewJob) -> bool:
-    """Whether a job's env holds a NUL: refused as on PostgreSQL, which cannot store one."""
-    return any("\x00" in text for item in job.env.items() for text in item)
-
-
 def _json_list(items: Sequence[str] | None) -> str | None:
     return None if items is None else json.dumps(list(items))
 
 
-def _job(row: sqlite3.Row) -> models.Job:
-    return models.Job(
-        id=row["id"],
-        seq=row["seq"],
-        command=row["command"],
-        queue=row["queue"],
-        priority=row["priority"],
-        state=models.JobState(row["state"]),
-        attempts=row["attempts"],
-        max_retries=row["max_retries"],
-        timeout=row["timeout"],
-        cwd=row["cwd"],
-        env=json.loads(row["env"]) if row["env"] else {},
-        run_at=_dt(row["run_at"]),
-        created_at=_dt(row["created_at"]),
-        updated_at=_dt(row["updated_at"]),
-        run_count=row["run_count"],
-        worker_id=row["worker_id"],
-        lease_expires_at=_maybe_dt(row["lease_expires_at"]),
-        last_error=row["last_error"],
-    )
-
-
-def _attempt(row: sqlite3.Row) -> models.Attempt:
-    return models.Attempt(
-        job_id=row["job_id"],
-        number=row["number"],
-        worker_id=row["worker_id"],
-        host=row["host"],
-        pid=row["pid"],
-        started_at=_dt(row["started_at"]),
-        ended_at=_dt(row["ended_at"]),
-        exit_code=row["exit_code"],
-        signal=row["signal"],
-        end=models.AttemptEnd(row["outcome"]),
-        error=row["error"],
-        stdout=bytes(row["stdout"]),
-        stderr=bytes(row["stderr"]),
-    )
-
-
-def _worker(row: sqlite3.Row) -> models.WorkerInfo:
-    return models.WorkerInfo(
-        id=row["id"],
-        host=row["host"],
-        pid=row["pid"],
-        queues=tuple(json.loads(row["queues"])),
-        started_at=_dt(row["started_at"]),
-        heartbeat_at=_dt(row["heartbeat_at"]),
-        job_id=row["job_id"],
-        stop=row["stop"],
-        expires_at=_dt(row["expires_at"]),
-    )
+_DECODE = common.Decode(time=_dt, json=json.loads)
 
 
 def _create_private(path: str) -> None:
@@ -313,7 +253,7 @@ class SqliteStore:
 
     # --- jobs: write path --------------------------------------------------------
     def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
-        rows = json.dumps(
+        batch = json.dumps(
             [
                 [
                     job.id,
@@ -330,25 +270,21 @@ class SqliteStore:
             ],
             ensure_ascii=False,
         )
-        # SQLite's JSON functions would cut text with a NUL short. The substring test is 60x
-        # faster than the regex, which tells a NUL from an escaped backslash before "u0000".
-        if ("\\u0000" in rows and _JSON_NUL.search(rows)) or any(_env_has_nul(j) for j in jobs):
-            raise errors.UsageError("job: text fields must not contain NUL characters")
+        # A NUL is escaped as \u0000 in the JSON (once more within env's own JSON): the
+        # substring test of the whole batch is 8x faster than looking at every job's fields,
+        # which tells a NUL from a user's literal backslash before "u0000".
+        if "\\u0000" in batch and any(common.has_nul(job) for job in jobs):
+            raise errors.UsageError(common.NUL_REFUSED)
         try:
             with self._write():
-                self._run("insert_jobs", rows=rows, now=self._now_us())
+                self._run("insert_jobs", rows=batch, now=self._now_us())
         except sqlite3.IntegrityError:
-            raise self._duplicate(jobs) from None  # after the rollback, so the batch is gone
+            # after the rollback, so the batch is gone
+            raise common.first_duplicate(jobs, self._taken) from None
         self._wake_idle_workers()
 
-    def _duplicate(self, jobs: Sequence[models.NewJob]) -> errors.DuplicateJob:
-        """Name the first job whose id clashes (with the store, or within the batch)."""
-        seen: set[str] = set()
-        for line, job in enumerate(jobs, start=1):
-            if job.id in seen or self._one("select_job", job_id=job.id) is not None:
-                return errors.DuplicateJob(job.id, line if len(jobs) > 1 else None, line - 1)
-            seen.add(job.id)
-        return errors.DuplicateJob("?")
+    def _taken(self, job_id: str) -> bool:
+        return self._one("select_job", job_id=job_id) is not None
 
     def _wake(self, rows: Sequence[sqlite3.Row]) -> None:
         wakeup.notify(row["wake_addr"] for row in rows)
@@ -383,7 +319,7 @@ class SqliteStore:
         if row is None:
             return None
         return models.Claim(
-            job=_job(row), worker_id=worker_id, host=host, claimed_at=_dt(now), lease=lease
+            job=_DECODE.job(row), worker_id=worker_id, host=host, claimed_at=_dt(now), lease=lease
         )
 
     def next_run_at(self, queues: Sequence[str] | None) -> datetime | None:
@@ -404,7 +340,7 @@ class SqliteStore:
                     "extend_lease",
                     lease_expires_at=now + int(claim.lease * 1_000_000),
                     now=now,
-                    **self._claim_key(claim),
+                    **common.claim_key(claim),
                 )
                 == 1
             )
@@ -417,14 +353,6 @@ class SqliteStore:
     def stop_requested(self, worker_id: str) -> str | None:
         row = self._one("select_worker_stop", worker_id=worker_id)
         return None if row is None else row["stop"]
-
-    @staticmethod
-    def _claim_key(claim: models.Claim) -> dict[str, Any]:
-        return {
-            "seq": claim.job.seq,
-            "worker_id": claim.worker_id,
-            "run_count": claim.job.run_count,
-        }
 
     def finish(
         self, claim: models.Claim, outcome: models.Outcome, transition: models.Transition
@@ -456,7 +384,7 @@ class SqliteStore:
         expired_before: int | None,
     ) -> bool:
         """Record the attempt and apply the transition, inside the caller's transaction."""
-        key = self._claim_key(claim)
+        key = common.claim_key(claim)
         inserted = self._run(
             "insert_attempt",
             pid=outcome.pid,
@@ -491,16 +419,8 @@ class SqliteStore:
             self._wake_idle_workers()
 
     def expired_claims(self, limit: int) -> list[models.Claim]:
-        rows = self._all("select_expired_claims", now=self._now_us(), limit=limit)
-        return [
-            models.Claim(
-                job=_job(row),
-                worker_id=row["worker_id"],
-                host=row["worker_host"],
-                claimed_at=_dt(row["claimed_at"]),
-            )
-            for row in rows
-        ]
+        found = self._all("select_expired_claims", now=self._now_us(), limit=limit)
+        return [_DECODE.expired_claim(row) for row in found]
 
     def rescue(
         self, claim: models.Claim, outcome: models.Outcome, transition: models.Transition
@@ -519,26 +439,17 @@ class SqliteStore:
     # --- jobs: read path ---------------------------------------------------------
     def get_job(self, job_id: str) -> models.Job | None:
         row = self._one("select_job", job_id=job_id)
-        return None if row is None else _job(row)
+        return None if row is None else _DECODE.job(row)
 
     def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
-        state = None if where.state is None else where.state.value
-        if where.state in (models.JobState.FAILED, models.JobState.DEAD):
-            rows = self._all("list_problem_jobs", state=state, queue=where.queue, limit=limit)
-        elif where.state is models.JobState.PROCESSING:
-            rows = self._all("list_processing_jobs", queue=where.queue, limit=limit)
-        else:
-            rows = self._all("list_jobs", state=state, queue=where.queue, limit=limit)
-        return [_job(row) for row in rows]
+        query, params = common.listing(where)
+        return [_DECODE.job(row) for row in self._all(query, limit=limit, **params)]
 
     def attempts(self, job_id: str) -> list[models.Attempt]:
-        return [_attempt(row) for row in self._all("select_attempts", job_id=job_id)]
+        return [_DECODE.attempt(row) for row in self._all("select_attempts", job_id=job_id)]
 
     def counts(self) -> models.Counts:
-        by_queue: dict[str, dict[models.JobState, int]] = {}
-        for row in self._all("count_jobs"):
-            by_queue.setdefault(row["queue"], {})[models.JobState(row["state"])] = row["n"]
-        return models.Counts(by_queue=by_queue)
+        return common.counts(self._all("count_jobs"))
 
     # --- operator actions --------------------------------------------------------
     def retry_dead(self, job_ids: Sequence[str] | None) -> list[str]:
@@ -585,7 +496,7 @@ class SqliteStore:
             self._run("delete_worker", worker_id=worker_id)
 
     def list_workers(self) -> list[models.WorkerInfo]:
-        return [_worker(row) for row in self._all("list_workers")]
+        return [_DECODE.worker(row) for row in self._all("list_workers")]
 
     def request_stop(self, worker_ids: Sequence[str] | None, mode: str) -> list[str]:
         with self._write():

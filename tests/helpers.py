@@ -100,9 +100,16 @@ class WorkerPool:
     """`queuectl worker start --count N` as a real subprocess; always cleaned up on exit."""
 
     def __init__(
-        self, db: str | Path, count: int = 1, *extra: str, log: Path | None = None
+        self,
+        db: str | Path,
+        count: int = 1,
+        *extra: str,
+        log: Path | None = None,
+        db_in_env: bool = False,
     ) -> None:
         self.db, self.count, self.extra = str(db), count, extra
+        self.db_in_env = db_in_env
+        """Name the store in QUEUECTL_DB instead of --db (so that no argv holds it)."""
         self.log = log or _default_log(self.db)
         self.proc: subprocess.Popen[bytes] | None = None
         self.mark = os.urandom(8).hex()
@@ -111,11 +118,11 @@ class WorkerPool:
 
     def __enter__(self) -> WorkerPool:
         with self.log.open("ab") as out:
+            store = {"QUEUECTL_DB": self.db} if self.db_in_env else {}
             self.proc = subprocess.Popen(
                 [
                     QUEUECTL,
-                    "--db",
-                    self.db,
+                    *([] if self.db_in_env else ["--db", self.db]),
                     "worker",
                     "start",
                     "--count",
@@ -125,7 +132,7 @@ class WorkerPool:
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
-                env={**os.environ, "QUEUECTL_TEST_POOL": self.mark},
+                env={**os.environ, **store, "QUEUECTL_TEST_POOL": self.mark},
             )
         return self
 

@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import pgcluster
+from tests.helpers import wait_until
 from tests.pgcluster import PgCluster, PgClusterError, dbname_of, fresh_database, template_database
 
 _UNAVAILABLE = pgcluster.unavailable_reason()
@@ -44,15 +44,6 @@ def local(cluster: PgCluster) -> PgCluster:
     if not cluster.can_restart:
         pytest.skip(f"uses the server in {pgcluster.ENV_URL}, not a local cluster")
     return cluster
-
-
-def _wait_gone(path: Path, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while path.exists():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_connects_as_the_test_superuser(cluster: PgCluster) -> None:
@@ -226,7 +217,7 @@ def test_a_killed_session_leaves_no_server_behind() -> None:
     root = Path(done.stdout.strip())
     assert done.returncode == 1, done.stderr
     assert root.name.startswith("queuectl-pg-"), done
-    assert _wait_gone(root), f"{root} is still there: the watchdog did not clean up"
+    wait_until(lambda: not root.exists(), message=f"the watchdog to remove {root}")
 
 
 def test_a_server_that_cannot_start_reports_its_log() -> None:

@@ -6,21 +6,18 @@ go; workers run against the server; a SQLite start-up never loads psycopg.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from queuectl import proctree
 from tests import pgcluster
+from tests.helpers import WorkerPool, wait_until
 from tests.pgcluster import PgCluster
 
 PASSWORD = "s3cret"  # noqa: S105 - a test password on a throwaway URL
@@ -236,46 +233,11 @@ def test_schema_parameter_puts_tables_in_that_schema(cluster: PgCluster, pg_url:
 # -- 5. workers ---------------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-@contextlib.contextmanager
-def _supervisor(url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    mark = os.urandom(8).hex()
-    env = {**os.environ, "QUEUECTL_DB": url, "QUEUECTL_TEST_POOL": mark}
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "queuectl", "worker", "start", "--count", "1"],
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            env=env,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-        proctree.kill_marked({"QUEUECTL_TEST_POOL": mark})
 
 
 def test_worker_runs_a_job_and_argv_hides_the_password(
@@ -287,28 +249,27 @@ def test_worker_runs_a_job_and_argv_hides_the_password(
     )
     url = with_password(pg_url, "pwuser", "pw123")
     ok(queuectl("enqueue", "--id", "w1", "--command", "sleep 1; echo done", db=url))
-    log = tmp_path / "workers.log"
-    with _supervisor(url, log) as proc:
-        deadline = time.monotonic() + 30
-        seen: dict[int, str] = {}
-        while True:
-            for pid in [proc.pid, *_children(proc.pid)]:
-                line = _cmdline(pid)
-                if line:
-                    seen[pid] = line
-            counts = status_json(url)["jobs"]
-            if counts["completed"] == 1 and len(seen) >= 2:
-                break
-            assert proc.poll() is None, log.read_text(errors="replace")
-            assert time.monotonic() < deadline, (counts, seen, log.read_text(errors="replace"))
-            time.sleep(0.1)
+    seen: dict[int, str] = {}
+
+    def completed_and_seen() -> bool:
+        for pid in [pool.pid, *pool.worker_pids()]:
+            line = _cmdline(pid)
+            if line:
+                seen[pid] = line
+        assert pool.proc is not None and pool.proc.poll() is None, pool.log_text()
+        return status_json(url)["jobs"]["completed"] == 1 and len(seen) >= 2
+
+    with WorkerPool(url, 1, log=tmp_path / "workers.log", db_in_env=True) as pool:
+        wait_until(completed_and_seen, timeout=30, message="the job completed")
         stopped = queuectl("worker", "stop", "--timeout", "30", env={"QUEUECTL_DB": url})
         assert stopped.returncode == 0, stopped.stderr
-        assert proc.wait(timeout=30) == 0, log.read_text(errors="replace")
+        assert pool.proc is not None
+        assert pool.proc.wait(timeout=30) == 0, pool.log_text()
+        log = pool.log_text()
     assert len(seen) >= 2, seen  # the supervisor and its worker
     for pid, line in seen.items():
         assert "pw123" not in line, (pid, line)
-    assert "pw123" not in log.read_text(errors="replace")
+    assert "pw123" not in log
     shown = json.loads(ok(queuectl("show", "w1", "--json", db=url)))
     assert shown["state"] == "completed"
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from queuectl import api, proctree, spec
 from queuectl.models import JobState
-from queuectl.store import Store
+from queuectl.store import Store, is_postgres
 
 T = TypeVar("T")
 
@@ -89,7 +89,7 @@ def _children(pid: int) -> list[int]:
 
 def _default_log(db: str) -> Path:
     """A pool's log: beside a SQLite file, else in a temporary directory of its own."""
-    if db.startswith(("postgresql://", "postgres://")):
+    if is_postgres(db):
         import tempfile
 
         return Path(tempfile.mkdtemp(prefix="queuectl-pool-")) / "workers.log"

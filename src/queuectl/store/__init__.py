@@ -6,9 +6,9 @@ import os
 
 from queuectl import errors
 from queuectl.store.base import Store
-from queuectl.store.location import is_postgres, redact
+from queuectl.store.location import is_postgres
 
-__all__ = ["Store", "is_postgres", "open_store", "redact"]
+__all__ = ["Store", "is_postgres", "open_store"]
 
 
 def open_store(location: str | os.PathLike[str], create: bool = True) -> Store:

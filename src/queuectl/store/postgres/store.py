@@ -323,9 +323,13 @@ class PostgresStore:
             return self._record(conn, claim, outcome, transition, rescue=True)
 
     def wait_for_work(self, timeout: float, interrupt: int | None = None) -> None:
+        self._listening().wait(timeout, interrupt)
+
+    def _listening(self) -> notify.Listener:
+        """This store's listener, made on first use (it connects at its first wait)."""
         if self._listener is None:
             self._listener = notify.Listener(self.where, _Q["listen"])
-        self._listener.wait(timeout, interrupt)
+        return self._listener
 
     # --- jobs: read path ---------------------------------------------------------
     def get_job(self, job_id: str) -> models.Job | None:
@@ -353,9 +357,7 @@ class PostgresStore:
 
     # --- workers and config ------------------------------------------------------
     def register_worker(self, info: models.WorkerInfo, ttl: float) -> None:
-        if self._listener is None:  # listening before the row exists: no wake-up is missed
-            self._listener = notify.Listener(self.where, _Q["listen"])
-            self._listener.wait(0)
+        self._listening().wait(0)  # listening before the row exists: no wake-up is missed
         with self._transaction() as conn:
             self._upsert_worker(conn, info, ttl)
 

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -106,10 +106,13 @@ class WorkerPool:
         *extra: str,
         log: Path | None = None,
         db_in_env: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.db, self.count, self.extra = str(db), count, extra
         self.db_in_env = db_in_env
         """Name the store in QUEUECTL_DB instead of --db (so that no argv holds it)."""
+        self.env = dict(env or {})
+        """Variables added to the pool's environment (QUEUECTL_HOSTNAME, LD_PRELOAD...)."""
         self.log = log or _default_log(self.db)
         self.proc: subprocess.Popen[bytes] | None = None
         self.mark = os.urandom(8).hex()
@@ -132,7 +135,7 @@ class WorkerPool:
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
-                env={**os.environ, **store, "QUEUECTL_TEST_POOL": self.mark},
+                env={**os.environ, **store, **self.env, "QUEUECTL_TEST_POOL": self.mark},
             )
         return self
 

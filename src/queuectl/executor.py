@@ -327,6 +327,7 @@ def run(
     output_limit: int = 1024 * 1024,
     abort: threading.Event | Abort | None = None,
     kill_grace: float = KILL_GRACE,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> models.Outcome:
     """Run `command` with /bin/sh -c and return how it ended, with the tails of its output.
 
@@ -341,8 +342,10 @@ def run(
         abort: an Event, or a function asked every 50 ms: when set (or true), the job's
             processes are stopped and the outcome is SHUTDOWN.
         kill_grace: seconds between TERM and KILL.
+        clock: what the start and end times are read from; a worker passes its store's clock
+            (on PostgreSQL, the server's: this host's wall clock may be off).
     """
-    started = datetime.now(UTC)
+    started = clock()
     try:
         child = _spawn(command, cwd, env or {}, inherit)
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the command or env
@@ -351,7 +354,7 @@ def run(
         return models.Outcome(
             end=models.AttemptEnd.NOT_FOUND,
             started_at=started,
-            ended_at=datetime.now(UTC),
+            ended_at=clock(),
             error=f"could not start: {detail}" + (f" ({filename})" if filename else ""),
         )
     out, err = child.stdout, child.stderr
@@ -386,7 +389,7 @@ def run(
     return models.Outcome(
         end=end,
         started_at=started,
-        ended_at=datetime.now(UTC),
+        ended_at=clock(),
         exit_code=code if code >= 0 else None,
         signal=-code if code < 0 else None,
         pid=child.pid,

@@ -18,7 +18,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -270,7 +270,7 @@ class Worker:
                 error=f"not started: {not_started}",
             )
         else:
-            outcome = self._run_job(claim)
+            outcome = self._run_job(claim, db.now)
         self._mark_ended(claim)
         transition = retry.next_transition(job, outcome, self.cfg, db.now())
         finished, following, taken_at = self._finish(db, claim, outcome, transition)
@@ -302,7 +302,7 @@ class Worker:
             return "its lease ran out before it started"
         return None
 
-    def _run_job(self, claim: models.Claim) -> models.Outcome:
+    def _run_job(self, claim: models.Claim, clock: Callable[[], datetime]) -> models.Outcome:
         job = claim.job
         log.debug(
             "job %s attempt %d: started on %s: %s", job.id, job.run_count, self.id, job.command
@@ -315,6 +315,7 @@ class Worker:
             inherit=self._environment,
             output_limit=self.cfg.output_limit,
             abort=self._should_abort,
+            clock=clock,  # the store's: times recorded agree with the other hosts'
         )
 
     def _should_abort(self) -> bool:

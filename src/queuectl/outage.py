@@ -11,6 +11,11 @@ import time
 
 from queuectl import errors
 
+RETRY_FIRST = 0.05
+"""Seconds before the first retry of an outage: a dropped connection is often back at once."""
+RETRY_CAP = 1.0
+"""The longest wait between two retries (the wait doubles from RETRY_FIRST up to it)."""
+
 
 class Outage:
     """One kind of failure of one thread: quiet between its first line and its recovery."""
@@ -34,6 +39,12 @@ class Outage:
             exc if expected else f"{type(exc).__name__}: {exc}",
             exc_info=not expected,
         )
+
+    def retry_delay(self) -> float:
+        """Seconds to wait before the next try: doubling with each failure, capped."""
+        if self.failures == 0:
+            return 0.0
+        return float(min(RETRY_CAP, RETRY_FIRST * 2 ** min(self.failures - 1, 32)))
 
     def recovered(self) -> None:
         """Note a success; logged when it ends an outage."""

@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 EVENT_SLACK = 0.001
 """Seconds an idle worker oversleeps a due time, so that the event has surely passed."""
-STORE_RETRY = 1.0
-"""Seconds a worker waits before trying again when the store is unavailable (disk full, I/O)."""
 EXIT_STORE_GONE = 3
 """A worker's exit code when its store was deleted or replaced: its supervisor starts no other."""
 
@@ -224,7 +222,7 @@ class Worker:
                 claim = self._process(db, current)
             except errors.StoreUnavailable as exc:
                 self._store_outage.failed(exc)
-                self.stop.wait(STORE_RETRY)
+                self.stop.wait(self._store_outage.retry_delay())
 
     def _claim(self, db: store.Store) -> models.Claim | None:
         if self.stop.is_set():
@@ -359,7 +357,8 @@ class Worker:
                 self._store_outage.failed(exc)
                 if self._now_requested:
                     raise  # stopping at once: the lease runs out and the job is rescued
-                time.sleep(STORE_RETRY)  # not stop.wait: a graceful stop still records it
+                # Not stop.wait: a graceful stop still records the attempt.
+                time.sleep(self._store_outage.retry_delay())
 
 
 def run_worker(db: str | Path, queues: Sequence[str] = (), worker_id: str | None = None) -> int:

@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# `make demo DB=postgres`: the same demo on a throwaway PostgreSQL server.
+DB ?= sqlite
 demo: $(STAMP)
-	bash scripts/demo.sh
+	DB=$(DB) bash scripts/demo.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

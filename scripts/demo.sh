@@ -1,15 +1,36 @@
 #!/usr/bin/env bash
 # The quick-start demo: a few jobs on the embedded SQLite store, two workers, then status and DLQ.
 # It uses its own queue file (demo/queue.db) so that it never touches your real queue.
+# DB=postgres runs it on a throwaway PostgreSQL server instead (tests/pgcluster.py: initdb into a
+# temporary directory, 127.0.0.1 on a free port), stopped and deleted when the demo ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUEUECTL="${QUEUECTL:-.venv/bin/queuectl}"
+PYTHON="${PYTHON:-.venv/bin/python}"
 rm -rf demo && mkdir -p demo
-export QUEUECTL_DB="$PWD/demo/queue.db"
 
 step() { printf '\n== %s ==\n' "$*"; }
-cleanup() { "$QUEUECTL" worker stop --now --timeout 20 >/dev/null 2>&1 || true; }
+cleanup() {
+  "$QUEUECTL" worker stop --now --timeout 20 >/dev/null 2>&1 || true
+  if [[ -n "${PG_PID:-}" ]]; then
+    exec {PG[1]}>&-  # the server's keeper stops and deletes it when its stdin closes
+    wait "$PG_PID" || true
+  fi
+}
 trap cleanup EXIT
+
+case "${DB:-sqlite}" in
+  sqlite) export QUEUECTL_DB="$PWD/demo/queue.db" ;;
+  postgres)
+    step "start a throwaway PostgreSQL server"
+    coproc PG { "$PYTHON" -m tests.pgcluster; }
+    PG_PID=$PG_PID
+    read -r -t 60 url <&"${PG[0]}" || { echo "demo: PostgreSQL did not start" >&2; exit 1; }
+    export QUEUECTL_DB="$url"
+    echo "$QUEUECTL_DB"
+    ;;
+  *) echo "demo: DB must be sqlite or postgres (got '$DB')" >&2; exit 2 ;;
+esac
 
 step "settings: quick retries for the demo"
 "$QUEUECTL" config set backoff-base 1.5

@@ -41,6 +41,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -570,3 +571,16 @@ def _traversable_tempdir() -> Path:
     if all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents)):
         return path
     return Path("/tmp")
+
+
+def serve(dbname: str = "queuectl") -> None:
+    """Start a throwaway cluster with database `dbname`, print its URL, and keep it until stdin
+    closes (`python -m tests.pgcluster`: `make demo DB=postgres` runs its demo on one)."""
+    with PgCluster() as cluster:
+        cluster.create_database(dbname)
+        print(cluster.url(dbname), flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    serve()

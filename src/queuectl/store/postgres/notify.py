@@ -5,7 +5,7 @@ its transaction; each worker LISTENs on a connection of its own, in autocommit m
 on its socket together with its signal pipe. The listening connection dies with a server
 restart or a dropped connection, and a listener that silently never comes back is the classic
 bug of this design: here a failed wait closes it, the next wait connects again (backing off up
-to BACKOFF_CAP while the server is away) and returns at once once it is back, since wake-ups
+to outage.RETRY_CAP while the server is away) and returns at once once it is back, since wake-ups
 sent meanwhile were lost. Polling at poll_interval stays as the fallback throughout.
 """
 
@@ -24,10 +24,6 @@ from queuectl.store.postgres import connection
 
 log = logging.getLogger(__name__)
 
-BACKOFF_FIRST = 0.05
-BACKOFF_CAP = 2.0
-"""Seconds between tries to reconnect the listening connection: doubling from the first."""
-
 
 def channel(schema: str) -> str:
     """The NOTIFY channel of one queuectl schema (two schemas in one database never mix)."""
@@ -42,7 +38,6 @@ class Listener:
         self._listen = sql.SQL(listen_sql).format(channel=sql.Identifier(channel(where.schema)))
         self._conn: connection.Connection | None = None
         self._retry_at = 0.0
-        self._backoff = BACKOFF_FIRST
         self._outage = outage.Outage(log, "wake-up listener")
 
     def wait(self, timeout: float, interrupt: int | None = None) -> bool:
@@ -84,15 +79,13 @@ class Listener:
             self._failed(exc)
             return False
         self._conn = conn
-        self._backoff = BACKOFF_FIRST
         self._outage.recovered()
         return True
 
     def _failed(self, exc: BaseException) -> None:
         self._outage.failed(exc)
         self.close()
-        self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, BACKOFF_CAP)
+        self._retry_at = time.monotonic() + self._outage.retry_delay()
 
     def close(self) -> None:
         """Stop listening."""

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Protocol
 
-from queuectl import config, models, store, storethread
+from queuectl import config, models, outage, store, storethread
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class Owner(Protocol):
     info: models.WorkerInfo
     cfg: config.Config
     exiting: threading.Event
+    store_outage: outage.Outage
 
     def current(self) -> Lease | None:
         """The running claim, if any."""
@@ -66,9 +67,11 @@ class Owner(Protocol):
 class Heartbeat(storethread.StoreThread):
     """The heartbeat thread of one worker (start(), then join() once owner.exiting is set)."""
 
+    part = "heartbeat"
+
     def __init__(self, owner: Owner, location: str) -> None:
         self.name = f"worker {owner.info.id}: heartbeat"
-        super().__init__(owner.exiting, location, log)
+        super().__init__(owner.exiting, location, owner.store_outage)
         self.owner = owner
         self.next_row_beat = 0.0
         self._parent = os.getppid()
@@ -85,16 +88,19 @@ class Heartbeat(storethread.StoreThread):
             self.owner.request_stop("graceful")  # the supervisor is gone
         return True
 
-    def step(self, db: store.Store) -> None:
+    def step(self, db: store.Store) -> bool:
         """Beat when a deadline needs it; else, while a job runs, look for a stop request."""
         lease = self.owner.current()
         now = time.monotonic()
         if now >= self.next_row_beat or (lease is not None and now >= lease.next_beat):
             self.beat(db, lease)
-        elif lease is not None:
-            stop = db.stop_requested(self.owner.info.id)
-            if stop is not None:
-                self.owner.request_stop(stop)
+            return True
+        if lease is None:
+            return False
+        stop = db.stop_requested(self.owner.info.id)
+        if stop is not None:
+            self.owner.request_stop(stop)
+        return True
 
     def beat(self, db: store.Store, lease: Lease | None) -> None:
         """One heartbeat: the row, the claim's lease, and the stop request it returns."""

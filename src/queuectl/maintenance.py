@@ -34,6 +34,7 @@ class Owner(Protocol):
     info: models.WorkerInfo
     cfg: config.Config
     exiting: threading.Event
+    store_outage: outage.Outage
 
     def store_gone(self) -> None:
         """The store was deleted or replaced: stop at once."""
@@ -58,9 +59,11 @@ def job_markers(claim: models.Claim) -> dict[str, str]:
 class Maintenance(storethread.StoreThread):
     """The maintenance thread of one worker (start(), then join() once owner.exiting is set)."""
 
+    part = "maintenance"
+
     def __init__(self, owner: Owner, location: str) -> None:
         self.name = f"worker {owner.info.id}: maintenance"
-        super().__init__(owner.exiting, location, log)
+        super().__init__(owner.exiting, location, owner.store_outage)
         self.owner = owner
         self.next_sweep = 0.0
         self._upkeep_outage = outage.Outage(log, f"worker {owner.info.id}: checkpoint")
@@ -72,12 +75,14 @@ class Maintenance(storethread.StoreThread):
         self.owner.store_gone()
         return False
 
-    def step(self, db: store.Store) -> None:
-        """Upkeep now; the sweep when it is due."""
+    def step(self, db: store.Store) -> bool:
+        """Upkeep now; the sweep when it is due (upkeep's failures are an outage of their own)."""
         self.upkeep(db)
-        if time.monotonic() >= self.next_sweep:
-            self.next_sweep = time.monotonic() + SWEEP_INTERVAL
-            self.sweep(db)
+        if time.monotonic() < self.next_sweep:
+            return False
+        self.next_sweep = time.monotonic() + SWEEP_INTERVAL
+        self.sweep(db)
+        return True
 
     def upkeep(self, db: store.Store) -> None:
         """Storage upkeep; its failures (a full disk) are logged apart and never stop the sweep."""

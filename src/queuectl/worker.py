@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 EVENT_SLACK = 0.001
 """Seconds an idle worker oversleeps a due time, so that the event has surely passed."""
+WAKE_UPS = "wake-ups"
+"""The part of the store outage that is waiting for wake-ups."""
 EXIT_STORE_GONE = 3
 """A worker's exit code when its store was deleted or replaced: its supervisor starts no other."""
 
@@ -87,7 +89,8 @@ class Worker:
         self._now_requested = False
         self._signals_seen = 0
         self._environment = dict(os.environb)  # what every job inherits (decoded once)
-        self._store_outage = outage.Outage(log, f"worker {self.info.id}: recording attempts")
+        self.store_outage = outage.Outage(log, f"worker {self.info.id}: the store")
+        """One outage of the store, shared by the loop and both threads: logged once, not each."""
         self._db: store.Store | None = None
 
     @property
@@ -221,15 +224,15 @@ class Worker:
                 current, claim = claim, None
                 claim = self._process(db, current)
             except errors.StoreUnavailable as exc:
-                self._store_outage.failed(exc)
-                self.stop.wait(self._store_outage.retry_delay())
+                self.store_outage.failed(exc)
+                self.stop.wait(self.store_outage.retry_delay())
 
     def _claim(self, db: store.Store) -> models.Claim | None:
         if self.stop.is_set():
             return None
         taken_at = time.monotonic()
         claim = db.claim(self.id, self.info.host, self.queues, self.cfg.lease)
-        self._store_outage.recovered()
+        self.store_outage.recovered()
         if claim is not None:
             self._hold(claim, taken_at)
         return claim
@@ -246,11 +249,24 @@ class Worker:
             timeout = min(timeout, (due - db.now()).total_seconds() + EVENT_SLACK)
         proctree.reap_orphans(0)  # what a job left that was killed but not yet dead at its end
         if timeout > 0 and not self.stop.is_set():
-            db.wait_for_work(timeout, self.signals.fd)
+            self._wait_for_work(db, timeout)
             self.signals.drain()
         stop = db.stop_requested(self.id)
         if stop is not None:
             self.request_stop(stop)
+
+    def _wait_for_work(self, db: store.Store, timeout: float) -> None:
+        """Wait for a wake-up; while they fail (a lost LISTEN connection), poll, backing off.
+
+        Wake-ups are a part of the store outage of their own: a claim that works meanwhile
+        does not end it, so a listener failing again and again is one line in the log.
+        """
+        try:
+            db.wait_for_work(timeout, self.signals.fd)
+            self.store_outage.recovered(WAKE_UPS)
+        except errors.StoreUnavailable as exc:
+            self.store_outage.failed(exc, WAKE_UPS)
+            self.stop.wait(min(timeout, self.store_outage.retry_delay(WAKE_UPS)))
 
     def _process(self, db: store.Store, claim: models.Claim) -> models.Claim | None:
         """Run a claimed job and record its attempt; return the next job, claimed meanwhile.
@@ -351,14 +367,14 @@ class Worker:
                     finished, following = db.finish_and_claim(
                         claim, outcome, transition, self.queues, self.cfg.lease
                     )
-                self._store_outage.recovered()
+                self.store_outage.recovered()
                 return finished, following, taken_at
             except errors.StoreUnavailable as exc:
-                self._store_outage.failed(exc)
+                self.store_outage.failed(exc)
                 if self._now_requested:
                     raise  # stopping at once: the lease runs out and the job is rescued
                 # Not stop.wait: a graceful stop still records the attempt.
-                time.sleep(self._store_outage.retry_delay())
+                time.sleep(self.store_outage.retry_delay())
 
 
 def run_worker(db: str | Path, queues: Sequence[str] = (), worker_id: str | None = None) -> int:

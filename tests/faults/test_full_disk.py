@@ -68,7 +68,7 @@ def test_a_full_disk_during_a_finish_loses_no_job_and_is_logged_once(
             filler = _fill(small_disk)
             flag.touch()  # the job ends now, and its finish meets the full disk
             wait_until(
-                lambda: "recording attempts failed" in log.read_text(), 20, "the finish to fail"
+                lambda: "the store failed: " in log.read_text(), 20, "the finish to fail"
             )
             # Let it retry for a while: the heartbeat (every lease / 3), the finish (every
             # second) and the checkpoints (every 0.2 s) all fail meanwhile.
@@ -81,9 +81,11 @@ def test_a_full_disk_during_a_finish_loses_no_job_and_is_logged_once(
         text = log.read_text()
     finally:
         store.close()
-    failures = [line for line in text.splitlines() if " failed: " in line]
-    assert 1 <= len(failures) <= 4, failures  # once per thread and outage, not once per try
-    assert "recording attempts works again" in text
+    failures = [line for line in text.splitlines() if " failed" in line and "retrying" in line]
+    # Once for the store (whichever of the loop and the threads failed first) and once for the
+    # checkpoints, not once per thread or per try.
+    assert 1 <= len(failures) <= 2, failures
+    assert "the store works again" in text
     assert len(store_attempts(db_path, job)) == 1
 
 

@@ -77,7 +77,7 @@ def test_the_heartbeat_survives_any_error_logs_it_once_and_fences_the_job(
     finally:
         w.exiting.set()
         beats.join()
-    failures = [r for r in caplog.records if "heartbeat failed" in r.getMessage()]
+    failures = [r for r in caplog.records if "the store failed (heartbeat)" in r.getMessage()]
     assert len(failures) == 1, [r.getMessage() for r in caplog.records]
 
 

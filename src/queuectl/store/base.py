@@ -120,7 +120,9 @@ class Store(Protocol):
         """Block until new work may have come, `timeout` seconds pass, or `interrupt` is readable.
 
         New work: a wake-up from enqueue, a retry, a stop request. `interrupt` is a file
-        descriptor of the caller's (its signal pipe), which the caller drains.
+        descriptor of the caller's (its signal pipe), which the caller drains. Raises
+        StoreUnavailable when wake-ups cannot be received (the caller backs off and polls); the
+        next call tries to receive them again.
         """
 
     # --- jobs: read path ---------------------------------------------------

@@ -9,6 +9,7 @@ keepalives (so that a worker notices a dead server within a minute).
 from __future__ import annotations
 
 import contextlib
+import select
 from collections.abc import Iterator
 from typing import Any
 
@@ -121,3 +122,18 @@ def unavailable_on_error(where: location.PostgresLocation) -> Iterator[None]:
 def broken(conn: Connection | None) -> bool:
     """Whether `conn` can no longer be used (closed, or its server connection lost)."""
     return conn is None or conn.closed or conn.broken
+
+
+def hung_up(conn: Connection) -> bool:
+    """Whether the server has closed an idle connection that does not LISTEN.
+
+    A restart (`pg_ctl restart -m fast`) or pg_terminate_backend sends an idle connection its
+    goodbye and closes it, and nothing else comes unasked on a connection that does not LISTEN:
+    a readable socket between two statements means it is gone. Looked at before each use, so a
+    worker back from a restart reconnects at once instead of failing its next statement.
+    """
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):  # a closed socket, or no socket at all
+        return True
+    return bool(readable)

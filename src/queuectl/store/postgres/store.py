@@ -65,7 +65,7 @@ class PostgresStore:
     def _db(self) -> connection.Connection:
         """This store's connection, opened again when the last one broke."""
         conn = self._conn
-        if conn is None or connection.broken(conn):
+        if conn is None or connection.broken(conn) or connection.hung_up(conn):
             if conn is not None:
                 conn.close()
             self._conn = None

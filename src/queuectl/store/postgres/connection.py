@@ -128,8 +128,9 @@ def hung_up(conn: Connection) -> bool:
     """Whether the server has closed an idle connection that does not LISTEN.
 
     A restart (`pg_ctl restart -m fast`) or pg_terminate_backend sends an idle connection its
-    goodbye and closes it, and nothing else comes unasked on a connection that does not LISTEN:
-    a readable socket between two statements means it is gone. Looked at before each use, so a
+    goodbye and closes it, and little else comes unasked on a connection that does not LISTEN
+    (a reported setting changed by a reload, rarely; reconnecting then costs one connect): a
+    readable socket between two statements means it is gone. Looked at before each use, so a
     worker back from a restart reconnects at once instead of failing its next statement.
     """
     try:

@@ -33,6 +33,7 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
-# About twelve minutes: 2,000 jobs under faults (tests/chaos; QUEUECTL_CHAOS_SEED=N repeats a run).
+# 2,000 jobs under faults on each store, about twelve minutes each (tests/chaos;
+# QUEUECTL_CHAOS_SEED=N repeats a run, QUEUECTL_CHAOS_STORE=sqlite|postgres picks one store).
 chaos: $(STAMP)
 	QUEUECTL_CHAOS=long $(BIN)/pytest tests/chaos -s

@@ -109,6 +109,8 @@ class Evidence:
     survivors: list[str] = field(default_factory=list)
     unstopped: list[str] = field(default_factory=list)
     cli_problems: list[str] = field(default_factory=list)
+    store_problems: list[str] = field(default_factory=list)
+    """What the store got wrong outside the jobs' history (a batch enqueue half stored)."""
     commands: dict[str, str] = field(default_factory=dict)
     """What each job runs (`sleep 6.10`), to say in messages."""
 
@@ -135,6 +137,7 @@ def evaluate(ev: Evidence) -> dict[str, list[str]]:
     _check_records(ev, runs, recorded, problems)
     _check_attempts(ev, runs, problems)
     _check_kills(ev, problems)
+    problems["none_lost"] += ev.store_problems
     problems["no_survivors"] += ev.survivors
     problems["no_dead_listed"] += ev.dead_listed
     problems["clean_stop"] += ev.unstopped

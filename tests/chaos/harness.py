@@ -2,11 +2,12 @@
 
 The harness drives queuectl only through its public surfaces: the console script (`enqueue
 --file`, `worker start`, `worker stop`, `config set`, `status --json`, `list --json`, `show
---json`) and the store's read API. Every job runs `job.sh` (written into the run's directory),
-which appends `start`, `end`, `child` and `overlap` lines to one history file and holds a flock
-per job for as long as any of its processes lives, so that a run starting while an earlier run
-of the same job (or anything it left behind) is alive is seen exactly. `checks.evaluate()`
-judges what the run saw.
+--json`) and the store's read API, on either store: a SQLite file, or a PostgreSQL database on a
+server of the run's own that the killer also restarts, stops and cuts off (server.py). Every job
+runs `job.sh` (written into the run's directory), which appends `start`, `end`, `child` and
+`overlap` lines to one history file and holds a flock per job for as long as any of its
+processes lives, so that a run starting while an earlier run of the same job (or anything it
+left behind) is alive is seen exactly. `checks.evaluate()` judges what the run saw.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from queuectl import models
-from queuectl.store import Store, open_store
-from tests.chaos import checks, procs
+from queuectl import errors, models
+from queuectl.store import Store, is_postgres, open_store
+from tests.chaos import checks, procs, server
 from tests.helpers import QUEUECTL, run_cli, wait_until
+
+T = TypeVar("T")
 
 # --- what a run is made of -----------------------------------------------------------------
 
@@ -246,16 +250,19 @@ _PLANNERS: dict[str, Callable[[str, random.Random, Profile], JobPlan]] = {
 
 
 class Supervisors:
-    """The `worker start --count 2` processes, each in its own session, kept at SUPERVISORS."""
+    """The `worker start --count 2` processes, each in its own session, kept at SUPERVISORS.
 
-    def __init__(self, root: Path, db: Path, env: dict[str, str]) -> None:
-        self.root, self.db, self.env = root, db, env
+    They find the store in QUEUECTL_DB (`env`), as the workers they start do.
+    """
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root, self.env = root, env
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> subprocess.Popen[bytes]:
         with (self.root / f"supervisor-{len(self.procs) + 1}.log").open("ab") as log:
             proc = subprocess.Popen(
-                [QUEUECTL, "--db", str(self.db), "worker", "start", "--count", str(WORKERS_EACH)],
+                [QUEUECTL, "worker", "start", "--count", str(WORKERS_EACH)],
                 cwd=self.root,  # the jobs' cwd too: workers start them with posix_spawn
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -282,7 +289,10 @@ class Supervisors:
 
 
 class Killer(threading.Thread):
-    """Every PACE seconds, one random fault; resumes frozen workers when their time is up."""
+    """Every PACE seconds, one random fault; resumes frozen workers when their time is up.
+
+    On a PostgreSQL run with a server of its own, the faults include the server's (server.FAULTS).
+    """
 
     FAULTS: tuple[tuple[str, int], ...] = (
         ("SIGKILL worker", 4),
@@ -306,6 +316,8 @@ class Killer(threading.Thread):
         self.cli_problems: list[str] = []
         self.error: Exception | None = None
         self.restarts = 0
+        self.table = self.FAULTS + (server.FAULTS if run.server is not None else ())
+        """The faults of this run and their weights."""
 
     def run(self) -> None:
         try:
@@ -328,6 +340,9 @@ class Killer(threading.Thread):
                     next_fault = time.monotonic() + self.rng.uniform(*PACE)
         except Exception as exc:  # noqa: BLE001 - re-raised by ChaosRun: a broken killer voids the run
             self.error = exc
+        finally:
+            if self.run_.server is not None:
+                self.run_.server.ensure_up()  # whatever happened, the run goes on to drain
 
     def _resume(self, due_only: bool) -> None:
         now = time.monotonic()
@@ -340,8 +355,8 @@ class Killer(threading.Thread):
         self._resume(due_only=False)
 
     def _inject(self) -> None:
-        kinds = [kind for kind, _ in self.FAULTS]
-        weights = [weight for _, weight in self.FAULTS]
+        kinds = [kind for kind, _ in self.table]
+        weights = [weight for _, weight in self.table]
         for _ in range(5):  # a fault may find nothing to hit (say, workers still starting)
             kind = self.rng.choices(kinds, weights)[0]
             if self._do(kind):
@@ -359,6 +374,9 @@ class Killer(threading.Thread):
             return self._kill_workers([pid], "SIGKILL worker") > 0
         if kind == "config set lease":
             return self._change_lease()
+        if kind.startswith("pg_"):
+            assert self.run_.server is not None
+            return self.run_.server.inject(kind, self.rng, self.done)
         if kind == "SIGSTOP worker past its lease":
             candidates = [pid for pid in sups.workers() if pid not in self.frozen]
             # Freezing an idle worker tests nothing: prefer one with a job. (Kills stay uniform:
@@ -389,7 +407,7 @@ class Killer(threading.Thread):
 
         A worker frozen inside a write transaction holds SQLite's write lock until its SIGCONT,
         and `config set` waits for that lock: run here, it would hold up the very SIGCONT it
-        waits for.
+        waits for. A change refused during a server fault is made again once the server is back.
         """
         if self.setter is not None and self.setter.is_alive():
             return False  # the last change is still waiting for the write lock
@@ -398,9 +416,12 @@ class Killer(threading.Thread):
 
         def set_lease() -> None:
             try:
-                result = run_cli(self.run_.db, "config", "set", "lease", str(lease))
+                result = self.run_.cli("config set", "config", "set", "lease", str(lease))
             except subprocess.TimeoutExpired:
                 self.cli_problems.append(f"config set lease {lease}: no answer within 60 s")
+                return
+            except AssertionError as exc:  # refused by server faults for EXIT_DEADLINE
+                self.cli_problems.append(f"config set lease {lease}: {exc}")
                 return
             if result.returncode != 0:
                 self.cli_problems.append(
@@ -446,9 +467,9 @@ class Killer(threading.Thread):
 class Sampler(threading.Thread):
     """Runs `status --json` every SAMPLE_INTERVAL and checks the workers it lists."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, run: ChaosRun) -> None:
         super().__init__(name="chaos-sampler", daemon=True)
-        self.db = db
+        self.run_ = run
         self.done = threading.Event()
         self.worker_ids: dict[int, str] = {}
         self.dead_listed: dict[str, str] = {}  # worker id -> the worst sighting
@@ -466,17 +487,22 @@ class Sampler(threading.Thread):
             self.error = exc
 
     def sample(self) -> None:
-        result = run_cli(self.db, "status", "--json")
+        result, refused = self.run_.try_cli("status", "status", "--json")
         if result.returncode != 0:
-            self.problems.append(f"status --json exited {result.returncode}: {result.stderr}")
+            if not refused:
+                self.problems.append(f"status --json exited {result.returncode}: {result.stderr}")
             return
         self.samples += 1
         data = json.loads(result.stdout)
         self.unfinished = sum(n for state, n in data["jobs"].items() if state not in checks.FINAL)
-        limit = max(LEASES) + LISTING_SLACK
+        now = time.time()
+        outages = self.run_.server.outages if self.run_.server is not None else None
         for worker in data["workers"]:
             pid, worker_id, age = worker["pid"], worker["id"], worker["heartbeat_age"]
             self.worker_ids[pid] = worker_id
+            # While the server was down, no worker could forget a dead one: that time is allowed.
+            down = outages.down_within(now - age, now) if outages is not None else 0.0
+            limit = max(LEASES) + LISTING_SLACK + down
             if age > limit and not procs.is_alive(pid) and age > self.worst_age.get(worker_id, 0.0):
                 self.worst_age[worker_id] = age
                 self.dead_listed[worker_id] = (
@@ -498,6 +524,10 @@ class ChaosResult:
     drained: bool
     faults: Counter[str]
     restarts: int
+    store: str
+    server: server.Server | None
+    refusals: Counter[str]
+    stored_though_refused: int
     samples: int
     stop_output: str
     evidence: checks.Evidence
@@ -515,6 +545,17 @@ class ChaosResult:
             f"(seed {self.seed}; history, logs and summary in {self.root}):\n  {shown}{more}"
         )
 
+    def _server_line(self) -> str:
+        if self.server is None:
+            return ""
+        outages = self.server.outages
+        refused = ", ".join(f"{n} {what}" for what, n in sorted(self.refusals.items())) or "none"
+        return (
+            f" on a server of its own: {len(outages)} server faults, {outages.total():.1f}s in "
+            f"all, {self.server.terminated} connections terminated; CLI calls refused during "
+            f"them: {refused}; enqueues stored though refused: {self.stored_though_refused}"
+        )
+
     def summary(self) -> str:
         ev = self.evidence
         records = [a for attempts in ev.attempts.values() for a in attempts]
@@ -530,6 +571,7 @@ class ChaosResult:
             f"{'on' if self.escapes else 'off'}: {self.elapsed:.1f}s"
             + ("" if self.drained else " (the jobs did NOT drain before the deadline)"),
             f"  dir: {self.root}",
+            f"  store: {self.store}" + self._server_line(),
             f"  faults injected: {sum(injected.values())} ({faults}); "
             f"supervisors restarted: {self.restarts}",
             f"  jobs: {len(ev.enqueued)} ("
@@ -553,7 +595,12 @@ class ChaosResult:
 
 
 class ChaosRun:
-    """One run in `root`: enqueue, start supervisors and the killer, drain, stop, check."""
+    """One run in `root`: enqueue, start supervisors and the killer, drain, stop, check.
+
+    `db` is the store's location (a SQLite file in `root` when None). `pg` is the PostgreSQL
+    server of `db` when the run has one of its own (server.own_store): the killer then injects
+    server faults too.
+    """
 
     def __init__(
         self,
@@ -563,10 +610,18 @@ class ChaosRun:
         faults: bool = True,
         escapes: bool = True,
         log: Callable[[str], None] = print,
+        db: str | None = None,
+        pg: server.Server | None = None,
     ) -> None:
         self.root, self.profile, self.seed = root, profile, seed
         self.faults_on, self.escapes, self.log = faults, escapes, log
-        self.db = root / "queue.db"
+        self.db = db if db is not None else str(root / "queue.db")
+        self.server = pg
+        self.refusals: Counter[str] = Counter()
+        """CLI calls a server fault refused, by command (counted, not problems)."""
+        self.stored_though_refused = 0
+        """Enqueues that failed during a server fault yet were stored whole (at-least-once)."""
+        self.store_problems: list[str] = []
         self.history = root / "history"
         self.script = root / "job.sh"
         tag = uuid.uuid4().hex
@@ -576,17 +631,64 @@ class ChaosRun:
         """Every process the run started carries this (supervisors, workers, jobs)."""
         env = dict(os.environ)
         env["CHAOS_OWNER"] = tag
-        self.supervisors = Supervisors(root, self.db, env)
-        self.sampler = Sampler(self.db)
+        env["QUEUECTL_DB"] = self.db
+        self.supervisors = Supervisors(root, env)
+        self.sampler = Sampler(self)
         # Two streams, so that the jobs of a seed stay the same whatever the faults do.
         self.killer = Killer(self, seeded(f"{seed}-faults"))
         self.plans = make_plans(seeded(f"{seed}-jobs"), profile, escapes)
         self.enqueued: list[str] = []
 
+    def try_cli(
+        self, what: str, *args: str, cwd: Path | None = None
+    ) -> tuple[subprocess.CompletedProcess[str], bool]:
+        """`queuectl --db DB ARGS...` once; and whether a server fault refused it (exit 1, one
+        `db:` line, during or just after a fault), which is counted under `what`."""
+        began = time.time()
+        result = run_cli(self.db, *args, cwd=cwd)
+        refused = (
+            self.server is not None
+            and result.returncode == 1
+            and server.refused(result.stderr)
+            and self.server.outages.touches(began, time.time())
+        )
+        if refused:
+            self.refusals[what] += 1
+        return result, refused
+
+    def cli(self, what: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """`queuectl --db DB ARGS...`, made again while server faults refuse it (for calls that
+        may be repeated: a refused one may still have been done)."""
+
+        def attempt() -> subprocess.CompletedProcess[str] | None:
+            result, refused = self.try_cli(what, *args)
+            return None if refused else result
+
+        result = wait_until(attempt, EXIT_DEADLINE, f"`{what}` past the server faults", 0.2)
+        assert result is not None  # wait_until returns only a truthy value
+        return result
+
+    def _read(self, read: Callable[[], T]) -> T:
+        """`read()` on the harness's own store, again while a server fault has it unavailable
+        (a PostgreSQL store reopens a broken connection on the call after the one that broke)."""
+
+        def attempt() -> tuple[T] | None:
+            try:
+                return (read(),)
+            except errors.StoreUnavailable:
+                if self.server is None:
+                    raise
+                return None
+
+        answer = wait_until(attempt, EXIT_DEADLINE, "the store to answer", 0.2)
+        assert answer is not None  # wait_until returns only a truthy value
+        return answer[0]
+
     def run(self) -> ChaosResult:
         self.log(
             f"chaos: {self.profile.name} run, seed {self.seed} (QUEUECTL_CHAOS_SEED={self.seed} "
-            f"repeats its jobs and faults), {len(self.plans)} jobs, in {self.root}"
+            f"repeats its jobs and faults), {len(self.plans)} jobs, in {self.root}, on "
+            f"{store_name(self.db)}"
         )
         began = time.monotonic()
         try:
@@ -603,6 +705,7 @@ class ChaosRun:
         evidence.unstopped = unstopped
         evidence.survivors = survivors
         evidence.kills = self.killer.kills
+        evidence.store_problems = self.store_problems
         evidence.dead_listed = list(self.sampler.dead_listed.values())
         evidence.cli_problems = (
             self.sampler.problems + self.killer.cli_problems + evidence.cli_problems
@@ -617,6 +720,10 @@ class ChaosRun:
             drained=drained,
             faults=self.killer.faults,
             restarts=self.killer.restarts,
+            store=store_name(self.db),
+            server=self.server,
+            refusals=self.refusals,
+            stored_though_refused=self.stored_though_refused,
             samples=self.sampler.samples,
             stop_output=stop_output,
             evidence=evidence,
@@ -637,14 +744,34 @@ class ChaosRun:
             result = run_cli(self.db, "config", "set", key, value)
             assert result.returncode == 0, result.stderr
 
-    def _enqueue(self, batch: Sequence[JobPlan], number: int) -> None:
+    def _enqueue(self, store: Store, batch: Sequence[JobPlan], number: int) -> None:
+        """Enqueue one batch file; again if a server fault refused it and it was not stored.
+
+        A refused enqueue may still have been stored (the connection lost during COMMIT), and
+        then whole: a batch is one transaction, so a part of it stored is a problem.
+        """
         env = {"CHAOS_RUN": self.run_marker.partition("=")[2], "CHAOS_DIR": str(self.root)}
         path = self.root / f"batch-{number}.jsonl"
         path.write_text("".join(plan.json_line(self.script, env) + "\n" for plan in batch))
-        result = run_cli(self.db, "enqueue", "--file", str(path), cwd=self.root)
-        if result.returncode != 0 or result.stdout.strip() != f"enqueued {len(batch)} jobs":
-            raise RuntimeError(f"enqueue of {path} failed: {result.stdout}{result.stderr}")
-        self.enqueued += [plan.id for plan in batch]
+        ids = [plan.id for plan in batch]
+        while True:
+            result, refused = self.try_cli("enqueue", "enqueue", "--file", str(path), cwd=self.root)
+            if result.returncode == 0 and result.stdout.strip() == f"enqueued {len(batch)} jobs":
+                self.enqueued += ids
+                return
+            if not refused:
+                raise RuntimeError(f"enqueue of {path} failed: {result.stdout}{result.stderr}")
+            stored = self._read(lambda: [i for i in ids if store.get_job(i) is not None])
+            if stored:
+                self.enqueued += stored  # acknowledged or not, they are in the queue now
+                if len(stored) == len(ids):
+                    self.stored_though_refused += 1
+                else:
+                    self.store_problems.append(
+                        f"enqueue of {path} was refused ({result.stderr.strip()}) yet stored "
+                        f"{len(stored)} of its {len(ids)} jobs: a batch is not atomic"
+                    )
+                return
 
     def _drive(self, store: Store) -> tuple[bool, str, list[str], list[str]]:
         """Run the load under faults; return (drained, stop's output, unstopped, survivors)."""
@@ -653,7 +780,7 @@ class ChaosRun:
         deadline = time.monotonic() + self.profile.deadline
         drained = True
         try:
-            self._enqueue(batches[0], 1)
+            self._enqueue(store, batches[0], 1)
             self.supervisors.keep()
             self.sampler.start()
             if self.faults_on:
@@ -666,7 +793,7 @@ class ChaosRun:
                         "the backlog to run low",
                         interval=0.2,
                     )
-                    self._enqueue(batch, number)
+                    self._enqueue(store, batch, number)
                 wait_until(
                     lambda: self._unfinished(store) == 0,
                     max(deadline - time.monotonic(), 0.0),
@@ -683,6 +810,8 @@ class ChaosRun:
                 if thread is not None and thread.is_alive():
                     thread.join(timeout=90)
             self.killer.resume_all()
+            if self.server is not None:
+                self.server.ensure_up()
         self._healthy()
         self._settle(store)
         stop_output, unstopped = self._stop()
@@ -690,7 +819,12 @@ class ChaosRun:
 
     def _unfinished(self, store: Store) -> int:
         self._healthy()  # a dead killer or sampler voids the run: stop waiting at once
-        return _unfinished(store)
+        try:
+            return _unfinished(store)
+        except errors.StoreUnavailable:
+            if self.server is None:
+                raise
+            return 1 << 30  # a server fault: ask again at the next poll
 
     def _healthy(self) -> None:
         for thread in (self.killer, self.sampler):
@@ -706,7 +840,7 @@ class ChaosRun:
         """
 
         def settled() -> bool:
-            registered = {w.pid for w in store.list_workers()}
+            registered = {w.pid for w in self._read(store.list_workers)}
             live = self.supervisors.live()
             return bool(live) and all(
                 len(procs.children(p.pid)) == WORKERS_EACH
@@ -719,7 +853,7 @@ class ChaosRun:
 
     def _stop(self) -> tuple[str, list[str]]:
         """`worker stop`, then wait for every supervisor and worker to exit."""
-        result = run_cli(self.db, "worker", "stop", "--timeout", f"{STOP_TIMEOUT:g}")
+        result = self.cli("worker stop", "worker", "stop", "--timeout", f"{STOP_TIMEOUT:g}")
         output = f"exit {result.returncode}: {(result.stdout + result.stderr).strip()}"
         unstopped = []
         deadline = time.monotonic() + EXIT_DEADLINE
@@ -755,6 +889,7 @@ class ChaosRun:
 
     def _collect(self, store: Store) -> checks.Evidence:
         lines, malformed = checks.parse_history(self.history.read_text(errors="replace"))
+        self._read(store.counts)  # the faults are over: reopen a connection the last one broke
         states: dict[str, str | None] = {}
         attempts: dict[str, list[checks.Recorded]] = {}
         for job_id in self.enqueued:
@@ -826,6 +961,13 @@ class ChaosRun:
         for proc in self.supervisors.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
+        if self.server is not None:
+            self.server.ensure_up()
+
+
+def store_name(db: str) -> str:
+    """`sqlite` or `postgres`: which store a location names."""
+    return "postgres" if is_postgres(db) else "sqlite"
 
 
 def seeded(seed: str) -> random.Random:

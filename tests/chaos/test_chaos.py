@@ -4,7 +4,8 @@ QUEUECTL_CHAOS=quick (about a minute, 300 jobs) or QUEUECTL_CHAOS=long (`make ch
 minutes, 2,000 jobs) selects the run. QUEUECTL_CHAOS_SEED repeats a run's jobs and faults (the
 seed is printed either way); QUEUECTL_CHAOS_FAULTS=off runs without the killer and
 QUEUECTL_CHAOS_ESCAPES=off without the jobs whose `setsid` child closes its output, to check the
-harness itself.
+harness itself. QUEUECTL_CHAOS_STORE=sqlite|postgres|both (default both) picks the stores: the
+PostgreSQL run has a cluster of its own, whose server the killer restarts, stops and cuts off.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos import checks, harness
+from tests.chaos import checks, harness, server
 
 MODE = os.environ.get("QUEUECTL_CHAOS") or "quick"
 """`make test` runs the quick run; `make chaos` the long one; QUEUECTL_CHAOS=off skips it."""
+
+STORES = os.environ.get("QUEUECTL_CHAOS_STORE") or "both"
+"""Which stores the run is made on: `sqlite`, `postgres` or `both`."""
 
 pytestmark = [
     pytest.mark.skipif(MODE not in harness.PROFILES, reason=f"QUEUECTL_CHAOS={MODE}"),
@@ -25,11 +29,20 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def chaos(tmp_path_factory: pytest.TempPathFactory) -> harness.ChaosResult:
+if STORES not in (*server.STORES, "both"):
+    raise pytest.UsageError(f"QUEUECTL_CHAOS_STORE={STORES}: sqlite, postgres or both")
+
+
+@pytest.fixture(scope="module", params=[s for s in server.STORES if STORES in (s, "both")])
+def chaos(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> harness.ChaosResult:
     profile, seed, faults, escapes = harness.settings_from_env()
-    root: Path = tmp_path_factory.mktemp(f"chaos-{profile.name}")
-    result = harness.ChaosRun(root, profile, seed, faults=faults, escapes=escapes).run()
+    kind: str = request.param
+    root: Path = tmp_path_factory.mktemp(f"chaos-{profile.name}-{kind}")
+    with server.own_store(kind, root) as (db, pg):
+        run = harness.ChaosRun(root, profile, seed, faults=faults, escapes=escapes, db=db, pg=pg)
+        result = run.run()
     print(result.summary())
     return result
 

@@ -10,12 +10,15 @@ import fcntl
 import os
 import signal
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.chaos import checks, harness, procs
+from queuectl.store import open_store
+from tests import pgcluster
+from tests.chaos import checks, harness, procs, server
 from tests.helpers import wait_until
 
 T = 1_800_000_000.0  # a made-up moment, in Unix seconds
@@ -184,6 +187,11 @@ def test_a_broken_history_is_reported():
     assert len(broken["history_sane"]) == 3  # two malformed lines, and no start line at all
 
 
+def test_a_batch_stored_in_part_is_a_loss():
+    broken = _broken(_evidence(store_problems=["enqueue of batch-2.jsonl stored 3 of its 50"]))
+    assert broken == {"none_lost": ["enqueue of batch-2.jsonl stored 3 of its 50"]}
+
+
 def test_every_invariant_has_a_test_case_name():
     assert all(name.isidentifier() for name in checks.INVARIANTS)
 
@@ -279,3 +287,68 @@ def test_without_escapes_no_job_leaves_a_child_with_its_output_closed():
     assert any(
         "setsid-quiet" in plan.args for plan in harness.make_plans(harness.seeded("7"), profile)
     )
+
+
+# --- the PostgreSQL server faults -----------------------------------------------------------
+
+
+def test_outages_tell_calls_that_met_a_fault_from_those_that_did_not():
+    now = [T]
+    outages = server.Outages(clock=lambda: now[0])
+    first = outages.begin()
+    now[0] = T + 4.0
+    outages.end(first)
+    assert outages.touches(T - 2.0, T - 1.0) is False  # before
+    assert outages.touches(T - 1.0, T + 0.5) is True  # began before, ended during
+    assert outages.touches(T + 4.0 + server.OUTAGE_SLACK / 2, T + 6.0) is True  # just after
+    assert outages.touches(T + 4.0 + server.OUTAGE_SLACK * 2, T + 6.0) is False  # well after
+    assert outages.down_within(T + 3.0, T + 10.0) == pytest.approx(1.0)
+    assert outages.total() == pytest.approx(4.0)
+    now[0] = T + 20.0
+    outages.begin()  # not over yet: it touches whatever runs after it began
+    assert outages.touches(T + 30.0, T + 31.0) is True
+    assert outages.touches(T + 10.0, T + 11.0) is False
+    assert len(outages) == 2 and outages.total() == pytest.approx(4.0)
+
+
+def test_only_a_one_line_store_error_counts_as_refused():
+    assert server.refused("queuectl: error: db: cannot connect to PostgreSQL at 127.0.0.1:1\n")
+    assert not server.refused("queuectl: error: no such job\n")
+    assert not server.refused("Traceback (most recent call last):\nqueuectl: error: db: x\n")
+    assert not server.refused("")
+
+
+def test_the_killer_has_server_faults_only_with_a_server_of_its_own(tmp_path: Path):
+    quick = harness.PROFILES["quick"]
+    plain = harness.ChaosRun(tmp_path, quick, 1, db=str(tmp_path / "q.db"))
+    assert plain.killer.table == harness.Killer.FAULTS  # a seed repeats the same faults as before
+    pg = server.Server(pgcluster.PgCluster(), "chaos")
+    with_server = harness.ChaosRun(tmp_path, quick, 1, db="postgresql://u@127.0.0.1:1/c", pg=pg)
+    kinds = {kind for kind, _ in with_server.killer.table}
+    assert kinds == {kind for kind, _ in harness.Killer.FAULTS + server.FAULTS}
+    assert with_server.supervisors.env["QUEUECTL_DB"] == "postgresql://u@127.0.0.1:1/c"
+
+
+def test_each_server_fault_leaves_the_server_up_and_is_timed(tmp_path: Path):
+    with server.own_store("postgres", tmp_path) as (url, pg):
+        assert pg is not None
+        # Else an immediate restart would lose acknowledged commits (the harness's, not ours).
+        assert pg.cluster.execute("SHOW synchronous_commit") == [("on",)]
+        done = threading.Event()
+        done.set()  # cuts the stopped server's downtime short
+        rng = harness.seeded("1")
+        for number, (kind, _) in enumerate(server.FAULTS, start=1):
+            store = open_store(url)  # a queuectl connection, for the terminate to cut off
+            try:
+                assert pg.inject(kind, rng, done) is True, kind
+            finally:
+                store.close()
+            assert pg.cluster.running(), kind
+            assert len(pg.outages) == number
+        assert pg.terminated >= 1
+        assert pg.outages.total() > 0
+        assert pg.inject("pg_terminate_backend queuectl connections", rng, done) is False
+        pg.cluster.stop("fast")
+        pg.ensure_up()
+        assert pg.cluster.running()
+    assert not pg.cluster.running()

@@ -67,9 +67,7 @@ def test_a_full_disk_during_a_finish_loses_no_job_and_is_logged_once(
             wait_until(lambda: _state(store, job) is JobState.PROCESSING, 20, "the start")
             filler = _fill(small_disk)
             flag.touch()  # the job ends now, and its finish meets the full disk
-            wait_until(
-                lambda: "the store failed: " in log.read_text(), 20, "the finish to fail"
-            )
+            wait_until(lambda: "the store failed: " in log.read_text(), 20, "the finish to fail")
             # Let it retry for a while: the heartbeat (every lease / 3), the finish (every
             # second) and the checkpoints (every 0.2 s) all fail meanwhile.
             wait_until(

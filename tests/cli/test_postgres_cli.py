@@ -170,6 +170,25 @@ def test_url_libpq_cannot_parse_is_one_line_without_the_password(url: str) -> No
     assert one_error_line(result).startswith("queuectl: error: db: is not a valid PostgreSQL URL")
 
 
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("sslmode=bogus", "sslmode"),
+        ("connect_timeout=x", "connect_timeout"),  # psycopg reads this one itself
+        ("target_session_attrs=zz", "target_session_attrs"),
+        ("keepalives=q", "keepalives"),  # libpq checks this one per host, at the socket
+    ],
+)
+def test_a_bad_url_parameter_is_a_usage_error_naming_it(query: str, parameter: str) -> None:
+    # libpq checks these values only when it connects: a mistyped URL is still not an outage.
+    result = queuectl("status", db=f"postgresql://queuectl:{PASSWORD}@127.0.0.1:1/x?{query}")
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result)
+    assert line.startswith("queuectl: error: db: is not a valid PostgreSQL URL"), line
+    assert parameter in line
+    assert PASSWORD not in result.stderr
+
+
 # -- 4. the happy path --------------------------------------------------------------------------
 
 

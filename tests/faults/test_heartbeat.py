@@ -1,6 +1,6 @@
 """The heartbeat thread survives any store error, and a job whose lease lapsed stops (defect 7).
 
-A real worker's state and a real SQLite store, with one fault injected: the heartbeat's
+A real worker's state and a real store (each backend), with one fault injected: the heartbeat's
 connection raises an error that is not StoreUnavailable (a bug in a driver, a corrupt page) for
 a while. The thread must log it once and go on trying, and the running job must stop once its
 lease has run out without renewal, because another worker may rescue it by then.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,11 +46,11 @@ class _Broken:
 
 
 def test_the_heartbeat_survives_any_error_logs_it_once_and_fences_the_job(
-    db_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    db: str, store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ):
     api.set_config(store, "lease", "1")
     api.enqueue(store, [JobSpec(id="j", command="sleep 30")])
-    w = worker.Worker(str(db_path))
+    w = worker.Worker(db)
     w.cfg = config.from_stored(store.get_config())
     assert w.cfg.lease == 1
     store.register_worker(w.info, 1)
@@ -62,7 +61,7 @@ def test_the_heartbeat_survives_any_error_logs_it_once_and_fences_the_job(
     monkeypatch.setattr(
         queuectl.store, "open_store", lambda *a, **k: _Broken(open_store(*a, **k), broken)
     )
-    beats = heartbeat.Heartbeat(w, str(db_path))
+    beats = heartbeat.Heartbeat(w, db)
     caplog.set_level(logging.ERROR, logger="queuectl.heartbeat")
     beats.start()
     try:
@@ -81,9 +80,9 @@ def test_the_heartbeat_survives_any_error_logs_it_once_and_fences_the_job(
     assert len(failures) == 1, [r.getMessage() for r in caplog.records]
 
 
-def test_a_lost_lease_stops_the_job_even_when_the_workers_row_is_gone(db_path: Path, store: Store):
+def test_a_lost_lease_stops_the_job_even_when_the_workers_row_is_gone(db: str, store: Store):
     api.enqueue(store, [JobSpec(id="j", command="sleep 30")])
-    w = worker.Worker(str(db_path))
+    w = worker.Worker(db)
     store.register_worker(w.info, 60)
     claim = store.claim(w.id, w.info.host, None, 60)
     assert claim is not None
@@ -93,10 +92,10 @@ def test_a_lost_lease_stops_the_job_even_when_the_workers_row_is_gone(db_path: P
     now = store.now()
     lost = models.Outcome(end=models.AttemptEnd.WORKER_LOST, started_at=now, ended_at=now)
     assert store.rescue(expired, lost, models.Transition(state=models.JobState.FAILED, attempts=1))
-    db = open_store(db_path)
+    beating = open_store(db)
     try:
-        heartbeat.Heartbeat(w, str(db_path)).beat(db, w.current())
+        heartbeat.Heartbeat(w, db).beat(beating, w.current())
     finally:
-        db.close()
+        beating.close()
     assert w.job_abort.is_set()
     assert w.id in {info.id for info in store.list_workers()}  # and it registered again

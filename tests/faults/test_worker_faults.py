@@ -1,23 +1,27 @@
 """The worker's promise under faults (defects 1, 2, 3, 5, 6 and 8 of the reliability issue).
 
-Real supervisors and workers on a real SQLite file. Each job takes an exclusive flock on a file of
-its own for as long as any of its processes lives (children inherit the descriptor), so a second
-execution that starts while an earlier one still runs cannot get it and writes "overlap": the
-kernel, not a clock, says whether two runs of one job overlapped.
+Real supervisors and workers on a real store (each backend; faults of a SQLite file on SQLite
+alone). Each job takes an exclusive flock on a file of its own for as long as any of its
+processes lives (children inherit the descriptor), so a second execution that starts while an
+earlier one still runs cannot get it and writes "overlap": the kernel, not a clock, says whether
+two runs of one job overlapped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from queuectl import api
 from queuectl.models import AttemptEnd, JobState
-from queuectl.store import Store
+from queuectl.store import Store, is_postgres, location
 from tests.helpers import WorkerPool, alive, enqueue_one, run_cli, state_of, wait_until
 
 
@@ -210,22 +214,40 @@ def test_workers_stop_when_their_database_file_is_deleted(
         assert not pool.worker_pids()
 
 
-def test_the_lease_deadline_stops_a_job_even_while_the_heartbeat_waits_for_the_lock(
-    db_path: Path, store: Store, tmp_path: Path
-):
-    history = History(tmp_path)
-    api.set_config(store, "lease", "2")
-    with WorkerPool(db_path, 1) as pool:
-        job = enqueue_one(store, command=history.command("sleep 30"), max_retries=3)
-        [first] = wait_until(history.starts, 20, "the job to start")
-        locker = sqlite3.connect(db_path, isolation_level=None, timeout=0)
-        locker.execute("BEGIN IMMEDIATE")  # every beat now waits for the write lock
+@contextlib.contextmanager
+def heartbeats_blocked(db: str) -> Iterator[None]:
+    """Hold a lock that every heartbeat waits for: SQLite's write lock, or on PostgreSQL the
+    workers table's (reads go on; the beat's UPDATE of its worker's row waits)."""
+    if not is_postgres(db):
+        locker = sqlite3.connect(db, isolation_level=None, timeout=0)
+        locker.execute("BEGIN IMMEDIATE")
         try:
-            wait_until(lambda: "ran out before a heartbeat" in pool.log_text(), 10, "the fence")
-            wait_until(lambda: not alive(int(first[2])), 10, "the job's processes to stop")
+            yield
         finally:
             locker.execute("ROLLBACK")
             locker.close()
+        return
+    where = location.parse_postgres(db)
+    options = f"-c search_path={where.schema}"
+    with (
+        psycopg.connect(where.conninfo, options=options) as conn,
+        conn.transaction(force_rollback=True),
+    ):
+        conn.execute("LOCK TABLE workers IN EXCLUSIVE MODE")
+        yield
+
+
+def test_the_lease_deadline_stops_a_job_even_while_the_heartbeat_waits_for_the_lock(
+    db: str, store: Store, tmp_path: Path
+):
+    history = History(tmp_path)
+    api.set_config(store, "lease", "2")
+    with WorkerPool(db, 1) as pool:
+        job = enqueue_one(store, command=history.command("sleep 30"), max_retries=3)
+        [first] = wait_until(history.starts, 20, "the job to start")
+        with heartbeats_blocked(db):
+            wait_until(lambda: "ran out before a heartbeat" in pool.log_text(), 10, "the fence")
+            wait_until(lambda: not alive(int(first[2])), 10, "the job's processes to stop")
         wait_until(lambda: len(history.starts()) == 2, 30, "the job to run again")
     assert not history.overlaps(), history.lines()
     assert store.attempts(job)[0].end is AttemptEnd.WORKER_LOST

@@ -1,7 +1,9 @@
-"""Schema migrations on a real SQLite file: creation, idempotence, upgrades, concurrent openers."""
+"""Schema migrations: creation, idempotence, upgrades and concurrent openers, on each backend
+(`db`), and what is SQLite's own (its file's modes, WAL, old files) on a real SQLite file."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.synchronize
 import re
@@ -10,33 +12,72 @@ import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from queuectl import api, errors
 from queuectl.models import JobSpec
-from queuectl.store import migrate, open_store, sqlfile
+from queuectl.store import is_postgres, location, migrate, open_store, sqlfile
 from queuectl.store.sqlite.store import SqliteStore
 
 SQLITE = "queuectl.store.sqlite"
+POSTGRES = "queuectl.store.postgres"
 TABLES = {"queuectl_jobs", "queuectl_attempts", "queuectl_workers", "queuectl_config"}
+PG_TABLES = {"jobs", "attempts", "workers", "config"}
 KNOWN = [(m.version, m.name) for m in migrate.discover(SQLITE)]
+PG_KNOWN = [(m.version, m.name) for m in migrate.discover(POSTGRES)]
 
 
-def versions(path: Path) -> list[tuple[int, str, int]]:
-    with sqlite3.connect(path) as db:
-        rows = db.execute(
-            "SELECT version, name, applied_at FROM queuectl_schema_version ORDER BY version"
-        ).fetchall()
-    db.close()
-    return [(int(v), str(n), int(a)) for v, n, a in rows]
+def _postgres(db: str | Path) -> bool:
+    return isinstance(db, str) and is_postgres(db)
 
 
-def tables(path: Path) -> set[str]:
-    with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    db.close()
-    return {str(name) for (name,) in rows}
+def rows(db: str | Path, sqlite_sql: str, postgres_sql: str) -> list[tuple[Any, ...]]:
+    """What a query finds in a store's database, asked directly (not through the store)."""
+    if _postgres(db):
+        where = location.parse_postgres(str(db))
+        options = f"-c search_path={where.schema}"
+        with psycopg.connect(where.conninfo, options=options, autocommit=True) as conn:
+            return conn.execute(postgres_sql).fetchall()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        return con.execute(sqlite_sql).fetchall()
+
+
+def versions(db: str | Path) -> list[tuple[int, str, object]]:
+    """The migrations recorded as applied: version, name and when."""
+    found = rows(
+        db,
+        "SELECT version, name, applied_at FROM queuectl_schema_version ORDER BY version",
+        "SELECT version, name, applied_at FROM schema_version ORDER BY version",
+    )
+    return [(int(v), str(n), a) for v, n, a in found]
+
+
+def tables(db: str | Path) -> set[str]:
+    """The tables of the store (on PostgreSQL: in its schema)."""
+    found = rows(
+        db,
+        "SELECT name FROM sqlite_master WHERE type = 'table'",
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()",
+    )
+    return {str(name) for (name,) in found}
+
+
+def known(db: str | Path) -> list[tuple[int, str]]:
+    """The migrations of the store's backend, as (version, name)."""
+    return PG_KNOWN if _postgres(db) else KNOWN
+
+
+def queue_tables(db: str | Path) -> set[str]:
+    """The tables every migrated store has."""
+    return PG_TABLES if _postgres(db) else TABLES
+
+
+def fresh(db: str, name: str) -> str:
+    """Another, empty queue beside `db`: a new file, or a new schema in the same database."""
+    return f"{db}?schema={name}" if is_postgres(db) else str(Path(db).with_name(f"{name}.db"))
 
 
 def test_open_creates_a_private_migrated_file(tmp_path):
@@ -67,14 +108,15 @@ def test_the_store_uses_wal(store, db_path):
     assert mode == "wal"
 
 
-def test_a_second_migrate_is_a_no_op(store, db_path):
-    first = versions(db_path)
+def test_a_second_migrate_is_a_no_op(store, db):
+    first = versions(db)
+    assert [(v, n) for v, n, _ in first] == known(db)
     store.set_config("lease", "9")
     store.migrate()
-    again = open_store(db_path)
+    again = open_store(db)
     again.migrate()
     again.close()
-    assert versions(db_path) == first  # same rows, same applied_at
+    assert versions(db) == first  # same rows, same applied_at
     assert store.get_config() == {"lease": "9"}
 
 
@@ -85,8 +127,8 @@ def indexes(path: Path) -> set[str]:
     return {str(name) for (name,) in rows}
 
 
-def test_pending_migrations_are_applied_in_one_go(store, db_path, monkeypatch):
-    real = migrate.discover(SQLITE)
+def test_pending_migrations_are_applied_in_one_go(store, db, monkeypatch):
+    real = migrate.discover(POSTGRES if is_postgres(db) else SQLITE)
     last = real[-1].version
     extra = [
         migrate.Migration(
@@ -100,16 +142,15 @@ def test_pending_migrations_are_applied_in_one_go(store, db_path, monkeypatch):
     ]
     monkeypatch.setattr(migrate, "discover", lambda package: [*real, *extra])
     store.migrate()
-    assert [(v, n) for v, n, _ in versions(db_path)] == [
-        *KNOWN,
+    assert [(v, n) for v, n, _ in versions(db)] == [
+        *known(db),
         (last + 1, "add_notes"),
         (last + 2, "fill_notes"),
     ]
-    with sqlite3.connect(db_path) as db:
-        assert db.execute("SELECT count(*) FROM notes").fetchone() == (2,)
-    db.close()
+    count = "SELECT count(*) FROM notes"
+    assert rows(db, count, count) == [(2,)]
     store.migrate()  # nothing pending now
-    assert len(versions(db_path)) == len(KNOWN) + 2
+    assert len(versions(db)) == len(known(db)) + 2
 
 
 def test_a_version_1_file_is_upgraded_with_its_jobs(tmp_path, monkeypatch):
@@ -133,18 +174,18 @@ def test_a_version_1_file_is_upgraded_with_its_jobs(tmp_path, monkeypatch):
         new.close()
 
 
-def test_a_failing_migration_leaves_nothing_behind(store, db_path, monkeypatch):
-    real = migrate.discover(SQLITE)
+def test_a_failing_migration_leaves_nothing_behind(store, db, monkeypatch):
+    real = migrate.discover(POSTGRES if is_postgres(db) else SQLITE)
     broken = migrate.Migration(
         version=real[-1].version + 1,
         name="broken",
         sql="CREATE TABLE half (x INTEGER);\nINSERT INTO no_such_table VALUES (1);\n",
     )
     monkeypatch.setattr(migrate, "discover", lambda package: [*real, broken])
-    with pytest.raises((errors.StoreUnavailable, sqlite3.OperationalError)):
+    with pytest.raises((errors.StoreUnavailable, sqlite3.OperationalError, psycopg.Error)):
         store.migrate()
-    assert "half" not in tables(db_path)
-    assert [(v, n) for v, n, _ in versions(db_path)] == KNOWN
+    assert "half" not in tables(db)
+    assert [(v, n) for v, n, _ in versions(db)] == known(db)
 
 
 def _open_and_migrate(path: str, barrier: multiprocessing.synchronize.Barrier) -> None:
@@ -156,40 +197,40 @@ def _open_and_migrate(path: str, barrier: multiprocessing.synchronize.Barrier) -
 
 
 @pytest.mark.parametrize("round_", range(2))
-def test_four_processes_open_a_fresh_file_at_once(tmp_path, round_):
-    path = tmp_path / f"race-{round_}.db"
+def test_four_processes_open_a_fresh_store_at_once(db, round_):
+    where = fresh(db, f"race_{round_}")
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(4)
     procs = [
-        ctx.Process(target=_open_and_migrate, args=(str(path), barrier), name=f"p{i}")
-        for i in range(4)
+        ctx.Process(target=_open_and_migrate, args=(where, barrier), name=f"p{i}") for i in range(4)
     ]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=90)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    assert [(v, n) for v, n, _ in versions(path)] == KNOWN
-    assert tables(path) >= TABLES
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [(v, n) for v, n, _ in versions(where)] == known(db)
+    assert tables(where) >= queue_tables(db)
+    if not is_postgres(db):
+        assert stat.S_IMODE(Path(where).stat().st_mode) == 0o600
 
 
-def test_many_connections_open_fresh_files_at_once(tmp_path):
+def test_many_connections_open_fresh_stores_at_once(db):
     # Threads race like processes here (one connection each) but start in microseconds, so
     # many rounds fit in a fraction of a second: the race window is hit reliably.
     for round_ in range(25):
-        path = tmp_path / f"threads-{round_}.db"
+        where = fresh(db, f"threads_{round_}")
         start = threading.Barrier(4)
 
-        def run(path: Path = path, start: threading.Barrier = start) -> None:
+        def run(where: str = where, start: threading.Barrier = start) -> None:
             start.wait(timeout=30)
-            open_store(path).close()
+            open_store(where).close()
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             futures = [pool.submit(run) for _ in range(4)]
             for f in futures:
                 f.result(timeout=60)
-        assert len(versions(path)) == len(KNOWN)
+        assert len(versions(where)) == len(known(db))
 
 
 def test_every_query_compiles_against_the_schema(store, db_path):

@@ -1,4 +1,4 @@
-"""The Store contract on a real SQLite file: enqueue, claim, finish, rescue, workers, config."""
+"""The Store contract on each backend: enqueue, claim, finish, rescue, workers, config."""
 
 from __future__ import annotations
 
@@ -224,9 +224,9 @@ def test_api_enqueue_duplicate_names_the_id(store):
     assert store.get_job("new") is None
 
 
-def test_jobs_survive_reopening(store, db_path):
+def test_jobs_survive_reopening(store, db):
     store.enqueue([new_job("kept", priority=3)])
-    again = open_store(db_path)
+    again = open_store(db)
     try:
         assert job(again, "kept").priority == 3
     finally:
@@ -338,13 +338,13 @@ def test_claim_filters_by_queue(store):
     assert must_claim(store, queues=None).job.id == "a1"
 
 
-def test_concurrent_claims_never_share_a_job(store, db_path):
+def test_concurrent_claims_never_share_a_job(store, db):
     ids = [f"job-{i:03d}" for i in range(200)]
     store.enqueue([new_job(i) for i in ids])
     start = threading.Barrier(4)
 
     def run(index: int) -> list[str]:
-        own = open_store(db_path)  # one connection per thread, as one per process
+        own = open_store(db)  # one connection per thread, as one per process
         try:
             start.wait(timeout=10)
             got = []
@@ -831,9 +831,9 @@ def test_prune_forgets_only_workers_past_their_own_deadline(store):
     assert [w.id for w in store.list_workers()] == ["fresh"]
 
 
-def test_new_work_wakes_an_idle_worker(store, db_path):
+def test_new_work_wakes_an_idle_worker(store, db):
     store.register_worker(worker_info("w1"), LEASE)
-    other = open_store(db_path)
+    other = open_store(db)
     try:
         other.enqueue([new_job("j")])
     finally:
@@ -846,13 +846,13 @@ def test_new_work_wakes_an_idle_worker(store, db_path):
 # --- config ---------------------------------------------------------------------------------------
 
 
-def test_config_get_and_set(store, db_path):
+def test_config_get_and_set(store, db):
     assert store.get_config() == {}
     store.set_config("lease", "12")
     store.set_config("max_retries", "1")
     store.set_config("lease", "15")
     assert store.get_config() == {"lease": "15", "max_retries": "1"}
-    reopened = open_store(db_path)
+    reopened = open_store(db)
     try:
         assert reopened.get_config() == {"lease": "15", "max_retries": "1"}
     finally:

@@ -1,5 +1,9 @@
 """Deferred storage upkeep: a worker's hot connection never checkpoints, and upkeep() keeps the
-SQLite write-ahead log short even while another connection writes without pause."""
+SQLite write-ahead log short even while another connection writes without pause.
+
+SQLite's own (db_path). On PostgreSQL upkeep() and defer_upkeep() do nothing: the server's
+autovacuum does the equivalent work. The upkeep both stores share, pruning dead workers and
+rescuing expired claims, is tested on both in test_store.py."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ keepalives (so that a worker notices a dead server within a minute).
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +34,17 @@ _DEFAULTS = {
 }
 
 Connection = psycopg.Connection[dict[str, Any]]
+
+_REFUSED_VALUE = re.compile(
+    "(?:^|: )("
+    r'invalid integer value "[^"]*" for connection option "\w+"'  # keepalives=q, port=x
+    r'|invalid "?\w+"? value: .*'  # sslmode=bogus, target_session_attrs=zz
+    r"|invalid port number: .*"  # older libpq
+    r"|bad value for \w+: .*"  # psycopg's own: connect_timeout=x
+    ")"
+)
+"""libpq's (and psycopg's) words for a URL parameter's value they refuse, which they check only
+when connecting (sslmode=bogus, connect_timeout=x, keepalives=q...): the URL's fault, no outage."""
 
 
 def parse(where: location.PostgresLocation) -> dict[str, Any]:
@@ -74,6 +86,11 @@ def connect(where: location.PostgresLocation, autocommit: bool = True) -> Connec
             row_factory=dict_row,
         )
     except psycopg.Error as exc:
+        refused = _REFUSED_VALUE.search(reason(exc))
+        if refused:
+            raise errors.FieldError(
+                "db", f"is not a valid PostgreSQL URL ({refused.group(1)}): {where.shown}"
+            ) from None
         raise errors.StoreUnavailable(
             f"db: cannot connect to PostgreSQL {target(where)}: {reason(exc)}"
         ) from None

@@ -25,50 +25,34 @@ OUTAGE = 3.0
 """Seconds the server stays down: every part of the worker fails many times meanwhile."""
 
 
-@pytest.fixture
-def cluster() -> pgcluster.PgCluster:
-    reason = pgcluster.unavailable_reason()
-    if reason is not None:
-        pytest.fail(f"PostgreSQL is needed: {reason}")
-    own = pgcluster.PgCluster()
-    own.start()
-    if not own.can_restart:
-        own.close()
-        pytest.skip("QUEUECTL_TEST_PG_URL names a server this test cannot stop")
-    return own
-
-
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
 def test_a_server_outage_is_logged_once_and_its_end_once(
     cluster: pgcluster.PgCluster, tmp_path: Path, busy: bool
 ) -> None:
-    try:
-        cluster.create_database("outage")
-        url = cluster.url("outage")
-        ok(run_cli(url, "config", "set", "lease", "30"))
-        log = tmp_path / "worker.log"
-        with WorkerPool(url, 1, log=log, db_in_env=True) as pool:
-            store = open_store(url)
-            try:
-                wait_until(lambda: store.list_workers(), 20, "the worker")
-                if busy:
-                    job = enqueue_one(store, command="sleep 4")
-                    wait_until(lambda: state_of(store, job) is JobState.PROCESSING, 20, "the job")
-            finally:
-                store.close()
-            cluster.stop("fast")
-            wait_until(lambda: FAILED.search(log.read_text()), 20, "the outage to be logged")
-            time.sleep(OUTAGE)  # the fault's length, not a wait for something to happen
-            cluster.start()
-            wait_until(lambda: BACK.search(log.read_text()), 30, "the recovery to be logged")
-            _enqueue_and_wait(url)
-            assert pool.stop() == 0
-        text = log.read_text()
-        assert len(FAILED.findall(text)) == 1, text
-        assert len(BACK.findall(text)) == 1, text
-        assert "Traceback" not in text, text
-    finally:
-        cluster.close()
+    cluster.create_database("outage")
+    url = cluster.url("outage")
+    ok(run_cli(url, "config", "set", "lease", "30"))
+    log = tmp_path / "worker.log"
+    with WorkerPool(url, 1, log=log, db_in_env=True) as pool:
+        store = open_store(url)
+        try:
+            wait_until(lambda: store.list_workers(), 20, "the worker")
+            if busy:
+                job = enqueue_one(store, command="sleep 4")
+                wait_until(lambda: state_of(store, job) is JobState.PROCESSING, 20, "the job")
+        finally:
+            store.close()
+        cluster.stop("fast")
+        wait_until(lambda: FAILED.search(log.read_text()), 20, "the outage to be logged")
+        time.sleep(OUTAGE)  # the fault's length, not a wait for something to happen
+        cluster.start()
+        wait_until(lambda: BACK.search(log.read_text()), 30, "the recovery to be logged")
+        _enqueue_and_wait(url)
+        assert pool.stop() == 0
+    text = log.read_text()
+    assert len(FAILED.findall(text)) == 1, text
+    assert len(BACK.findall(text)) == 1, text
+    assert "Traceback" not in text, text
 
 
 def _enqueue_and_wait(url: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,21 +24,6 @@ POLL = "60"
 """poll_interval during these tests: far longer than any wait below."""
 PICKUP = 10.0
 """Seconds within which a job enqueued after a fault must complete: LISTEN, not polling."""
-
-
-@pytest.fixture
-def cluster() -> Iterator[pgcluster.PgCluster]:
-    reason = pgcluster.unavailable_reason()
-    if reason is not None:
-        pytest.fail(f"PostgreSQL is needed: {reason}")
-    own = pgcluster.PgCluster()
-    own.start()
-    if not own.can_restart:
-        pytest.skip("QUEUECTL_TEST_PG_URL names a server these tests cannot restart")
-    try:
-        yield own
-    finally:
-        own.close()
 
 
 @pytest.fixture

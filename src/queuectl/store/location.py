@@ -43,7 +43,7 @@ def parse_postgres(url: str) -> PostgresLocation:
     Every libpq parameter stays in the URL (sslmode, connect_timeout, ...); `schema=NAME` picks
     the schema, which must be a plain lower-case SQL name.
     """
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit  # not on SQLite's path
+    from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit  # not on SQLite's path
 
     try:
         parts = urlsplit(url)
@@ -54,19 +54,21 @@ def parse_postgres(url: str) -> PostgresLocation:
             "db", f"is not a valid PostgreSQL URL ({exc}): {redact(url)}"
         ) from None
     schema = DEFAULT_SCHEMA
-    kept = []
     for key, value in params:
         if key == "schema":
             schema = value
-        else:
-            kept.append((key, value))
+    # The other parameters go to libpq exactly as written: re-encoding them would turn a
+    # space's %20 into '+', which libpq keeps as a plus (options=-c%20name%3Dvalue).
+    kept = [
+        item for item in parts.query.split("&") if item and unquote(item.split("=")[0]) != "schema"
+    ]
     if not _SCHEMA_RE.fullmatch(schema):
         raise errors.FieldError(
             "db",
             f"schema must be 1-63 lower-case letters, digits or '_', not starting with a digit "
             f"(got {schema!r})",
         )
-    conninfo = urlunsplit(parts._replace(query=urlencode(kept)))
+    conninfo = urlunsplit(parts._replace(query="&".join(kept)))
     return PostgresLocation(conninfo=conninfo, schema=schema, shown=redact(url))
 
 

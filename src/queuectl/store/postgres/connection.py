@@ -2,7 +2,9 @@
 
 libpq's conventions hold: PG* environment variables, ~/.pgpass, service files and every URL
 parameter (sslmode, connect_timeout, ...). queuectl adds only what the URL does not set: its
-schema first on the search_path, UTC as the session's time zone, a connect timeout and TCP
+schema first on the search_path, UTC as the session's time zone, `synchronous_commit=on` (a
+server or database that turns it off would let an acknowledged claim or finish vanish in a crash;
+a URL whose `options` name it keeps its own, e.g. `remote_apply`), a connect timeout and TCP
 keepalives (so that a worker notices a dead server within a minute).
 """
 
@@ -77,6 +79,8 @@ def connect(where: location.PostgresLocation, autocommit: bool = True) -> Connec
     given = parse(where)
     extra = {key: value for key, value in _DEFAULTS.items() if key not in given}
     options = f"-c search_path={where.schema} -c timezone=UTC"
+    if "synchronous_commit" not in str(given.get("options", "")):
+        options += " -c synchronous_commit=on"
     if given.get("options"):
         options = f"{given['options']} {options}"
     try:

@@ -1,4 +1,4 @@
-"""Splitting a PostgreSQL URL: queuectl takes its `schema` and passes the rest to libpq as written."""
+"""Splitting a PostgreSQL URL: queuectl takes `schema`, libpq gets the rest as written."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from queuectl import config, errors, models, spec
-from queuectl.record import record
+from queuectl.record import field, record
 from queuectl.store import Store
 
 
@@ -90,16 +90,22 @@ def enqueue(
 
 @record
 class Status:
-    """A snapshot of the queue: job counts and workers."""
+    """A snapshot of the queue: job counts, workers and paused queues."""
 
     counts: models.Counts
     workers: list[models.WorkerInfo]
     now: datetime
+    paused: dict[str, datetime] = field(default_factory=dict)
 
 
 def status(store: Store) -> Status:
-    """Job counts per queue and state, and the registered workers."""
-    return Status(counts=store.counts(), workers=store.list_workers(), now=store.now())
+    """Job counts per queue and state, the registered workers, and the paused queues."""
+    return Status(
+        counts=store.counts(),
+        workers=store.list_workers(),
+        now=store.now(),
+        paused=store.paused_queues(),
+    )
 
 
 def list_jobs(
@@ -147,7 +153,7 @@ def logs(store: Store, job_id: str, attempt: int | None = None) -> models.Attemp
 def retry_dead(store: Store, job_ids: Sequence[str] | None) -> list[str]:
     """Move dead jobs back to pending with a fresh retry budget; None means every dead job.
 
-    Named jobs must all exist and be dead, or nothing changes (NotFound / UsageError).
+    Named jobs must all exist and be dead, or nothing changes (NotFound / QueuectlError).
     """
     for job_id in job_ids or ():
         job = get_job(store, job_id)
@@ -155,7 +161,188 @@ def retry_dead(store: Store, job_ids: Sequence[str] | None) -> list[str]:
             raise errors.QueuectlError(
                 f'job "{job_id}" is not in the dead letter queue (it is {job.state})'
             )
-    return store.retry_dead(job_ids)
+    dead = (models.JobState.DEAD,)
+    return store.retry(models.Selection(ids=_ids(job_ids), states=dead))
+
+
+def _ids(job_ids: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if job_ids is None else tuple(dict.fromkeys(job_ids))
+
+
+def _check_states(
+    store: Store, job_ids: Sequence[str], allowed: Sequence[models.JobState], verb: str
+) -> None:
+    """Every named job exists and is in a state `verb` applies to, or raise before any change."""
+    for job_id in job_ids:
+        job = get_job(store, job_id)
+        if job.state not in allowed:
+            names = ", ".join(state.value for state in allowed)
+            raise errors.QueuectlError(
+                f'job "{job_id}" is {job.state}: only {names} jobs can be {verb}'
+            )
+
+
+def selection(
+    job_ids: Sequence[str] = (),
+    states: Sequence[models.JobState] = (),
+    queue: str | None = None,
+    older_than: float | None = None,
+    now: datetime | None = None,
+) -> models.Selection:
+    """The jobs a bulk action names: ids, or a filter by state, queue and age (seconds)."""
+    if job_ids and (states or queue is not None or older_than is not None):
+        raise errors.UsageError("give job ids or --state/--queue/--older-than, not both")
+    if not job_ids and not states:
+        raise errors.UsageError("name the jobs: give job ids, or --state (see --help)")
+    before = None
+    if older_than is not None:
+        if now is None:
+            raise ValueError("older_than needs the store's now")
+        before = now - timedelta(seconds=older_than)
+    return models.Selection(
+        ids=_ids(job_ids) if job_ids else None,
+        states=tuple(states) or None,
+        queue=queue,
+        before=before,
+    )
+
+
+def cancel(store: Store, where: models.Selection) -> dict[str, models.JobState]:
+    """Cancel jobs: waiting ones at once, running ones by their workers (within a second).
+
+    Named jobs must all exist and be pending, failed or processing, or nothing changes.
+    Returns each job's state after the call (cancelled, or processing: being stopped).
+    """
+    if where.ids is not None:
+        _check_states(store, where.ids, models.CANCELLABLE, "cancelled")
+    return store.cancel(where)
+
+
+def kill(store: Store, job_id: str, signum: int) -> None:
+    """Have a running job's worker send `signum` to its processes (within a second).
+
+    The attempt ends as the signal makes it end, and the retry policy applies. Raises NotFound,
+    or QueuectlError when the job is not running.
+    """
+    job = get_job(store, job_id)
+    if job.state is not models.JobState.PROCESSING or not store.signal(job_id, signum):
+        state = store.get_job(job_id)
+        shown = job.state if state is None else state.state
+        raise errors.QueuectlError(f'job "{job_id}" is not running (it is {shown})')
+
+
+def retry(store: Store, where: models.Selection) -> list[str]:
+    """Move completed, dead or cancelled jobs back to pending with a fresh retry budget.
+
+    Their attempt history stays. Named jobs must all exist and be finished, or nothing changes.
+    """
+    if where.ids is not None:
+        _check_states(store, where.ids, models.RETRYABLE, "retried")
+    return store.retry(where)
+
+
+def delete(store: Store, where: models.Selection) -> list[str]:
+    """Remove jobs and their attempts. Running jobs are refused: cancel them first."""
+    if where.ids is not None:
+        for job_id in where.ids:
+            if get_job(store, job_id).state is models.JobState.PROCESSING:
+                raise errors.QueuectlError(
+                    f'job "{job_id}" is running: cancel it first (`queuectl cancel {job_id}`)'
+                )
+    return store.delete(where)
+
+
+def pause(store: Store, queues: Sequence[str]) -> list[str]:
+    """Pause queues: their jobs are not claimed (running ones finish), on every host."""
+    names = [spec.parse_queue(queue) for queue in queues]
+    store.pause(names)
+    return names
+
+
+def resume(store: Store, queues: Sequence[str] | None) -> list[str]:
+    """Resume paused queues (every one when None); return those that were paused."""
+    names = None if queues is None else [spec.parse_queue(queue) for queue in queues]
+    return store.resume(names)
+
+
+@record
+class WaitResult:
+    """What `wait` saw: each job's state when it stopped waiting."""
+
+    states: dict[str, models.JobState]
+    timed_out: bool
+
+    @property
+    def all_completed(self) -> bool:
+        """Whether every job completed."""
+        return all(state is models.JobState.COMPLETED for state in self.states.values())
+
+
+WAIT_POLL = 0.05
+"""Seconds between two looks at the jobs waited for: one indexed read per job."""
+
+
+def wait(
+    store: Store,
+    job_ids: Sequence[str],
+    timeout: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> WaitResult:
+    """Block until every job is completed, dead or cancelled, or `timeout` seconds pass.
+
+    Raises NotFound for an unknown job (before waiting) and when a job is deleted meanwhile.
+    """
+    ids = list(dict.fromkeys(job_ids))
+    states = {job_id: get_job(store, job_id).state for job_id in ids}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        waiting = [
+            job_id for job_id, state in states.items() if state not in models.FINISHED_STATES
+        ]
+        if not waiting:
+            return WaitResult(states=states, timed_out=False)
+        if deadline is not None and time.monotonic() >= deadline:
+            return WaitResult(states=states, timed_out=True)
+        sleep(
+            WAIT_POLL if deadline is None else min(WAIT_POLL, max(deadline - time.monotonic(), 0))
+        )
+        for job_id in waiting:
+            states[job_id] = get_job(store, job_id).state
+
+
+@record
+class Output:
+    """What `logs` shows: a recorded attempt, or the running one's output so far."""
+
+    number: int
+    stdout: bytes
+    stderr: bytes
+    running: bool
+    attempt: models.Attempt | None = None
+    live: models.LiveOutput | None = None
+
+
+def output(store: Store, job_id: str, attempt: int | None = None) -> Output:
+    """The running attempt's output so far (when no attempt is named), else a recorded one's.
+
+    Raises NotFound for an unknown job, or one that has neither run nor started yet.
+    """
+    job = get_job(store, job_id)
+    if attempt is None and job.state is models.JobState.PROCESSING:
+        live = store.live_output(job_id)
+        if live is not None:
+            return Output(
+                number=live.number, stdout=live.stdout, stderr=live.stderr, running=True, live=live
+            )
+        return Output(number=job.run_count, stdout=b"", stderr=b"", running=True)
+    found = logs(store, job_id, attempt)
+    return Output(
+        number=found.number,
+        stdout=found.stdout,
+        stderr=found.stderr,
+        running=False,
+        attempt=found,
+    )
 
 
 def get_config(store: Store) -> dict[str, int | float]:

@@ -19,6 +19,19 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"  # an attempt failed; waiting for its retry time
     DEAD = "dead"  # retries exhausted: the dead letter queue
+    CANCELLED = "cancelled"  # `queuectl cancel`: never run again unless retried
+
+
+FINISHED_STATES = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+"""States a job stays in until someone retries or deletes it (`wait` returns on them)."""
+WAITING_STATES = (JobState.PENDING, JobState.FAILED)
+"""States of a job waiting to be claimed (now or at its run_at)."""
+CANCELLABLE = (JobState.PENDING, JobState.FAILED, JobState.PROCESSING)
+"""States `cancel` applies to: a waiting job is cancelled at once, a running one by its worker."""
+RETRYABLE = FINISHED_STATES
+"""States `retry` applies to."""
+DELETABLE = (*WAITING_STATES, *FINISHED_STATES)
+"""States `delete` applies to: any but running (cancel a running job first)."""
 
 
 class AttemptEnd(StrEnum):
@@ -30,6 +43,7 @@ class AttemptEnd(StrEnum):
     NOT_FOUND = "not_found"  # the command could not be started or found
     WORKER_LOST = "worker_lost"  # the worker died; its lease expired
     SHUTDOWN = "shutdown"  # `worker stop --now` interrupted it; not counted against retries
+    CANCELLED = "cancelled"  # `queuectl cancel` stopped it; the job is cancelled, no retry
 
 
 @record
@@ -46,6 +60,7 @@ class JobSpec:
     queue: str = "default"
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
 
 
 @record
@@ -61,6 +76,7 @@ class NewJob:
     timeout: float | None
     cwd: str | None
     env: dict[str, str]
+    tags: tuple[str, ...] = ()
 
 
 @record
@@ -89,6 +105,15 @@ class Job:
     worker_id: str | None
     lease_expires_at: datetime | None
     last_error: str | None
+    tags: tuple[str, ...] = ()
+    control: str | None = None
+    """A request to the worker running it: CANCEL, or SIGNAL_PREFIX + a signal number."""
+
+
+CANCEL = "cancel"
+"""Job.control: stop the running attempt and cancel the job."""
+SIGNAL_PREFIX = "signal:"
+"""Job.control: send this signal (its number follows) to the running attempt's processes."""
 
 
 @record
@@ -183,6 +208,40 @@ class HeartbeatReply:
     lease_held: bool
     registered_again: bool = False
     """The worker's row was gone (pruned while it was frozen); the beat registered it again."""
+
+
+@record
+class Requests:
+    """What a busy worker is asked, read in one look: its stop request, its job's control."""
+
+    stop: str | None = None
+    control: str | None = None
+
+
+@record
+class Selection:
+    """Which jobs an operator's bulk action (cancel, retry, delete) applies to. None: any.
+
+    `ids` names jobs; the other fields narrow by state, queue and age (last change before
+    `before`). The action itself limits the states further to those it applies to.
+    """
+
+    ids: tuple[str, ...] | None = None
+    states: tuple[JobState, ...] | None = None
+    queue: str | None = None
+    before: datetime | None = None
+
+
+@record
+class LiveOutput:
+    """The running attempt's output so far: the last bytes of each stream, and how many came."""
+
+    number: int
+    stdout: bytes
+    stderr: bytes
+    stdout_total: int
+    stderr_total: int
+    updated_at: datetime
 
 
 @record

@@ -52,7 +52,8 @@ def next_transition(
     """Decide the job's next state after a claimed attempt ended with `outcome`.
 
     `job.attempts` already counts this attempt (the claim raised it). A shutdown gives the attempt
-    back; a failure is retried while job.attempts <= job.max_retries, otherwise the job is dead.
+    back; a cancel ends the job; a failure is retried while job.attempts <= job.max_retries,
+    otherwise the job is dead.
     """
     if outcome.end is models.AttemptEnd.SUCCEEDED:
         return models.Transition(state=models.JobState.COMPLETED, attempts=job.attempts)
@@ -62,6 +63,10 @@ def next_transition(
             attempts=max(job.attempts - 1, 0),
             run_at=now,
             last_error=job.last_error,
+        )
+    if outcome.end is models.AttemptEnd.CANCELLED:
+        return models.Transition(
+            state=models.JobState.CANCELLED, attempts=job.attempts, last_error="cancelled"
         )
     error = _error_text(outcome)
     if job.attempts > job.max_retries:

@@ -381,3 +381,61 @@ def parse_job_ref(value: Any) -> str:
             "job", f"must be a job id of 1-{MAX_ID_LENGTH} characters (see `queuectl list`)"
         )
     return text
+
+
+_DURATION_RE = re.compile(
+    r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+    r"(?:(\d+(?:\.\d+)?)s)?"
+)
+_DURATION_UNITS = (86_400, 3_600, 60, 1)
+
+
+def parse_duration(name: str, value: Any, *, allow_zero: bool = True) -> float:
+    """Check a duration: seconds (`90`, `1.5`) or units (`10m`, `1h30m`, `7d`, `2d12h`)."""
+    if isinstance(value, str):
+        text = value.strip()
+        with contextlib.suppress(ValueError):
+            return _seconds(name, float(text), allow_zero=allow_zero)
+        match = _DURATION_RE.fullmatch(text)
+        if not text or match is None or not any(match.groups()):
+            raise _fail(
+                name,
+                f"must be seconds or a duration like 90, 10m, 1h30m or 7d (got {_show(value)})",
+            )
+        total = sum(
+            float(part) * unit
+            for part, unit in zip(match.groups(), _DURATION_UNITS, strict=True)
+            if part
+        )
+        return _seconds(name, total, allow_zero=allow_zero)
+    return _seconds(name, value, allow_zero=allow_zero)
+
+
+def parse_signal(value: Any) -> int:
+    """Check a signal: a name (TERM, SIGTERM, kill) or a number of one this system has."""
+    import signal  # not on the start-up path of other commands
+
+    text = _string("signal", value).strip()
+    if text.isdigit():
+        number = int(text)
+        valid = {int(sig) for sig in signal.valid_signals()}
+        if number in valid and number > 0:
+            return number
+    else:
+        name = text.upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        found = getattr(signal.Signals, name, None) if name.isidentifier() else None
+        if isinstance(found, signal.Signals):
+            return int(found)
+    raise _fail("signal", f"must be a signal name like TERM, INT, KILL or HUP (got {_show(value)})")
+
+
+def parse_state(value: Any, allowed: Iterable[models.JobState]) -> models.JobState:
+    """Check a job state given to select jobs, among those the command takes."""
+    choices = list(allowed)
+    text = _string("state", value).strip().lower()
+    for state in choices:
+        if text == state.value:
+            return state
+    names = ", ".join(state.value for state in choices)
+    raise _fail("state", f"must be one of {names} (got {_show(value)})")

@@ -193,7 +193,7 @@ class Lifecycle(RuleBasedStateMachine):
     def retry_all_dead(self, via: int) -> None:
         store = self.stores[via]
         before = store.now()
-        moved = store.retry_dead(None)
+        moved = store.retry(models.Selection(states=(models.JobState.DEAD,)))
         dead = sorted(j.id for j in self.jobs.values() if j.state is models.JobState.DEAD)
         assert sorted(moved) == dead
         for job_id in moved:

@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from queuectl import api, errors
-from queuectl.models import JobSpec
+from queuectl import errors
+from queuectl.models import AttemptEnd, JobState, Selection
 from queuectl.store import is_postgres, location, migrate, open_store, sqlfile
 from queuectl.store.sqlite.store import SqliteStore
 
@@ -157,9 +157,16 @@ def test_a_version_1_file_is_upgraded_with_its_jobs(tmp_path, monkeypatch):
     path = tmp_path / "old.db"
     real = migrate.discover(SQLITE)
     monkeypatch.setattr(migrate, "discover", lambda package: real[:1])
-    old = open_store(path)
-    api.enqueue(old, [JobSpec(id="kept", command="true")])
-    old.close()
+    open_store(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as con, con:  # a job as version 1 stored it
+        con.execute(
+            "INSERT INTO queuectl_jobs (id, command, queue, state, max_retries, run_at,"
+            " created_at, updated_at) VALUES ('kept', 'true', 'default', 'dead', 3, 1, 1, 1)"
+        )
+        con.execute(
+            "INSERT INTO queuectl_attempts (job_seq, number, started_at, ended_at, outcome)"
+            " VALUES (1, 1, 1, 2, 'failed')"
+        )
     assert "queuectl_jobs_state" in indexes(path)
     monkeypatch.setattr(migrate, "discover", lambda package: real)
     new = open_store(path)
@@ -169,9 +176,17 @@ def test_a_version_1_file_is_upgraded_with_its_jobs(tmp_path, monkeypatch):
         assert "queuectl_jobs_problems" in indexes(path)
         job = new.get_job("kept")
         assert job is not None
-        assert job.command == "true"
+        assert (job.command, job.tags, job.control) == ("true", (), None)
+        assert [a.end for a in new.attempts("kept")] == [AttemptEnd.FAILED]
+        # The widened CHECKs (edited in place by migration 5) hold on this connection at once.
+        retried = new.retry(Selection(ids=("kept",)))
+        assert retried == ["kept"]
+        assert new.cancel(Selection(ids=("kept",))) == {"kept": JobState.CANCELLED}
+        assert rows(path, "PRAGMA integrity_check", "") == [("ok",)]
     finally:
         new.close()
+    with contextlib.closing(sqlite3.connect(path)) as con, pytest.raises(sqlite3.IntegrityError):
+        con.execute("UPDATE queuectl_jobs SET state = 'bogus'")  # the CHECK still checks
 
 
 def test_a_failing_migration_leaves_nothing_behind(store, db, monkeypatch):

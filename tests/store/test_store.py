@@ -678,7 +678,7 @@ def test_retry_dead_resets_the_budget_and_keeps_history(store):
     dead = job(store, "d")
     assert (dead.state, dead.attempts, dead.last_error) == (models.JobState.DEAD, 1, "exit code 9")
     before = store.now()
-    assert store.retry_dead(None) == ["d"]
+    assert store.retry(models.Selection(states=(models.JobState.DEAD,))) == ["d"]
     got = job(store, "d")
     assert got.state is models.JobState.PENDING
     assert got.attempts == 0
@@ -699,11 +699,13 @@ def test_retry_dead_by_id_moves_only_dead_jobs(store):
     kill(store, "d1")
     kill(store, "d2")
     store.enqueue([new_job("p")])
-    assert store.retry_dead(["d2", "p", "missing"]) == ["d2"]
+    assert store.retry(
+        models.Selection(ids=("d2", "p", "missing"), states=(models.JobState.DEAD,))
+    ) == ["d2"]
     assert job(store, "d1").state is models.JobState.DEAD
     assert job(store, "d2").state is models.JobState.PENDING
     assert job(store, "p").state is models.JobState.PENDING
-    assert store.retry_dead(["d2"]) == []
+    assert store.retry(models.Selection(ids=("d2",), states=(models.JobState.DEAD,))) == []
 
 
 def test_api_retry_dead_checks_every_id_first(store):
@@ -767,6 +769,7 @@ def test_list_jobs_by_state_is_newest_first_with_queue_and_limit(store, state):
         models.JobState.COMPLETED: models.AttemptEnd.SUCCEEDED,
         models.JobState.FAILED: models.AttemptEnd.FAILED,
         models.JobState.DEAD: models.AttemptEnd.FAILED,
+        models.JobState.CANCELLED: models.AttemptEnd.CANCELLED,
     }
     # Every job but the last two moves on: claimed, then finished (or left running).
     for _ in range(len(ids) - 2):

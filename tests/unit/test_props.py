@@ -291,6 +291,8 @@ def test_a_transition_is_consistent_with_the_budget(attempts_used, max_retries_,
     elif end is models.AttemptEnd.SHUTDOWN:
         assert t.state is models.JobState.PENDING
         assert t.attempts == max(attempts_used - 1, 0)
+    elif end is models.AttemptEnd.CANCELLED:
+        assert t.state is models.JobState.CANCELLED  # whatever budget is left
     elif attempts_used > max_retries_:
         assert t.state is models.JobState.DEAD
         assert t.last_error

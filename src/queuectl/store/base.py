@@ -81,13 +81,26 @@ class Store(Protocol):
     def stop_requested(self, worker_id: str) -> str | None:
         """The worker's pending stop request ('graceful' or 'now'), read without writing."""
 
+    def requests(self, claim: models.Claim) -> models.Requests:
+        """A busy worker's stop request and its job's control request, read without writing.
+
+        The control is None once the claim no longer owns the job.
+        """
+
+    def clear_control(self, claim: models.Claim, control: str) -> None:
+        """Mark a control request acted on (a signal sent), unless another replaced it."""
+
+    def save_output(self, claim: models.Claim, output: models.LiveOutput) -> bool:
+        """Save the running attempt's output so far; False when the claim lost its job."""
+
     def finish(
         self, claim: models.Claim, outcome: models.Outcome, transition: models.Transition
     ) -> bool:
         """Record the attempt and apply the transition in one transaction.
 
-        Only while the claim still owns the job: returns False, changing nothing, when the lease
-        was lost (the job was rescued).
+        A cancel requested meanwhile turns a transition to pending or failed into cancelled.
+        The attempt's live output is dropped. Only while the claim still owns the job: returns
+        False, changing nothing, when the lease was lost (the job was rescued).
         """
 
     def finish_and_claim(
@@ -138,12 +151,38 @@ class Store(Protocol):
     def counts(self) -> models.Counts:
         """How many jobs each queue has in each state."""
 
-    # --- operator actions ----------------------------------------------------
-    def retry_dead(self, job_ids: Sequence[str] | None) -> list[str]:
-        """Move dead jobs (these, or all when None) to pending, attempts reset, due now.
+    def live_output(self, job_id: str) -> models.LiveOutput | None:
+        """The running attempt's output saved so far; None when the job is not running."""
 
-        Earlier attempts stay in the history. Returns the ids moved; other ids are ignored.
+    def paused_queues(self) -> dict[str, datetime]:
+        """The paused queues and when each was paused."""
+
+    # --- operator actions ----------------------------------------------------
+    # Each acts, in one transaction, on the jobs a Selection names that are in a state the
+    # action applies to (models.RETRYABLE, CANCELLABLE, DELETABLE); others are left alone.
+    def retry(self, selection: models.Selection) -> list[str]:
+        """Move finished jobs to pending, attempts reset, due now, and wake idle workers.
+
+        Earlier attempts stay in the history. Returns the ids moved.
         """
+
+    def cancel(self, selection: models.Selection) -> dict[str, models.JobState]:
+        """Cancel waiting jobs; ask running ones' workers to stop and cancel them.
+
+        Returns each job's state after the call: cancelled, or processing (cancel requested).
+        """
+
+    def signal(self, job_id: str, signum: int) -> bool:
+        """Ask a running job's worker to send `signum` to its processes; False if not running."""
+
+    def delete(self, selection: models.Selection) -> list[str]:
+        """Remove jobs that are not running, with their attempts. Returns the ids removed."""
+
+    def pause(self, queues: Sequence[str]) -> None:
+        """Stop claims from taking these queues' jobs (running ones finish)."""
+
+    def resume(self, queues: Sequence[str] | None) -> list[str]:
+        """Resume these queues (every paused one when None); wake workers. Returns those resumed."""
 
     # --- workers and config ------------------------------------------------
     def register_worker(self, info: models.WorkerInfo, ttl: float) -> None:

@@ -53,6 +53,8 @@ class Decode:
             worker_id=row["worker_id"],
             lease_expires_at=self.maybe_time(row["lease_expires_at"]),
             last_error=row["last_error"],
+            tags=tuple(self.json(row["tags"])) if row["tags"] else (),
+            control=row["control"],
         )
 
     def attempt(self, row: Row) -> models.Attempt:
@@ -87,6 +89,17 @@ class Decode:
             expires_at=self.time(row["expires_at"]),
         )
 
+    def live_output(self, row: Row) -> models.LiveOutput:
+        """A live_output row."""
+        return models.LiveOutput(
+            number=row["number"],
+            stdout=bytes(row["stdout"]),
+            stderr=bytes(row["stderr"]),
+            stdout_total=row["stdout_total"],
+            stderr_total=row["stderr_total"],
+            updated_at=self.time(row["updated_at"]),
+        )
+
     def expired_claim(self, row: Row) -> models.Claim:
         """A claim read back by a rescuer (its lease's length is not known)."""
         return models.Claim(
@@ -95,6 +108,16 @@ class Decode:
             host=row["worker_host"],
             claimed_at=self.time(row["claimed_at"]),
         )
+
+
+def requests(row: Row) -> models.Requests:
+    """A select_requests row."""
+    return models.Requests(stop=row["stop"], control=row["control"])
+
+
+def signal_control(signum: int) -> str:
+    """Job.control asking for signal `signum`."""
+    return f"{models.SIGNAL_PREFIX}{signum}"
 
 
 def claim_key(claim: models.Claim) -> dict[str, Any]:
@@ -124,13 +147,19 @@ def counts(rows: Sequence[Row]) -> models.Counts:
     return models.Counts(by_queue=by_queue)
 
 
+def states_for(selection: models.Selection, allowed: Sequence[models.JobState]) -> list[str]:
+    """The states an action on `selection` touches: those it applies to that the selection names."""
+    wanted = allowed if selection.states is None else selection.states
+    return [state.value for state in allowed if state in wanted]
+
+
 def has_nul(job: models.NewJob) -> bool:
     """Whether a job holds a NUL character, which neither backend can store whole.
 
     SQLite's JSON functions would cut the text short; PostgreSQL's text and jsonb refuse it.
     Users' input is refused earlier (spec.py), with the same message.
     """
-    texts = (job.id, job.command, job.queue, job.cwd or "", *job.env, *job.env.values())
+    texts = (job.id, job.command, job.queue, job.cwd or "", *job.env, *job.env.values(), *job.tags)
     return any("\x00" in text for text in texts)
 
 

@@ -29,17 +29,19 @@ INSERT INTO schema_version (version, name) VALUES (%(version)s, %(name)s);
 
 -- name: insert_jobs :exec
 -- COPY new jobs in; seq follows the order of the rows. The UNIQUE id raises on a duplicate.
-COPY jobs (id, command, queue, priority, state, max_retries, timeout, cwd, env, run_at)
+COPY jobs (id, command, queue, priority, state, max_retries, timeout, cwd, env, run_at, tags)
 FROM STDIN;
 
 -- name: claim_job :one
--- Lease the best runnable job to one worker: SKIP LOCKED passes over rows another claim holds.
+-- Lease the best runnable job of a queue not paused to one worker: SKIP LOCKED passes over rows
+-- another claim holds. A request left from an earlier attempt is spent.
 WITH next AS (
     SELECT seq
       FROM jobs
      WHERE state IN ('pending', 'failed')
        AND run_at <= now()
        AND (%(queues)s::text[] IS NULL OR queue = ANY (%(queues)s::text[]))
+       AND queue NOT IN (SELECT queue FROM paused_queues)
      ORDER BY priority DESC, run_at, seq
      LIMIT 1
        FOR UPDATE SKIP LOCKED
@@ -52,18 +54,21 @@ UPDATE jobs AS j
        worker_host      = %(host)s,
        claimed_at       = now(),
        lease_expires_at = now() + make_interval(secs => %(lease)s),
+       control          = NULL,
        updated_at       = now()
   FROM next
  WHERE j.seq = next.seq
 RETURNING j.*;
 
 -- name: select_next_run_at :one
--- When the earliest job scheduled for later becomes runnable (NULL when none waits).
+-- When the earliest job scheduled for later becomes runnable (NULL when none waits); a paused
+-- queue's jobs wait for its resume, which wakes the workers.
 SELECT min(run_at) AS run_at
   FROM jobs
  WHERE state IN ('pending', 'failed')
    AND run_at > created_at
-   AND (%(queues)s::text[] IS NULL OR queue = ANY (%(queues)s::text[]));
+   AND (%(queues)s::text[] IS NULL OR queue = ANY (%(queues)s::text[]))
+   AND queue NOT IN (SELECT queue FROM paused_queues);
 
 -- name: extend_lease :rowcount
 -- Push a claim's lease forward; 0 rows means the claim no longer owns the job. A lease that ran
@@ -89,6 +94,25 @@ RETURNING stop;
 -- A worker's pending stop request, without writing.
 SELECT stop FROM workers WHERE id = %(worker_id)s;
 
+-- name: select_requests :one
+-- A busy worker's stop request and its job's control request, in one look, without writing.
+SELECT (SELECT stop FROM workers WHERE id = %(worker_id)s) AS stop,
+       (SELECT control
+          FROM jobs
+         WHERE seq = %(seq)s
+           AND state = 'processing'
+           AND worker_id = %(worker_id)s
+           AND run_count = %(run_count)s) AS control;
+
+-- name: clear_control :exec
+-- A request the worker has acted on (a signal sent) is spent, unless another replaced it.
+UPDATE jobs
+   SET control = NULL
+ WHERE seq = %(seq)s
+   AND worker_id = %(worker_id)s
+   AND run_count = %(run_count)s
+   AND control = %(control)s;
+
 -- name: insert_attempt :rowcount
 -- Record a claim's attempt, only while the claim still owns the job (0 rows = lease lost): a
 -- finish only while its lease runs, a rescue only once it has run out. The job's row is locked
@@ -113,9 +137,11 @@ SELECT seq, run_count, worker_id, worker_host, %(pid)s, %(started_at)s, %(ended_
   FROM owned;
 
 -- name: finish_job :rowcount
--- Apply the decided transition, only while the claim still owns the job.
+-- Apply the decided transition, only while the claim still owns the job. A cancel that came
+-- while the attempt ended wins over a retry: the job is cancelled, not run again.
 UPDATE jobs
-   SET state            = %(state)s,
+   SET state            = CASE WHEN control = 'cancel' AND %(state)s IN ('pending', 'failed')
+                               THEN 'cancelled' ELSE %(state)s END,
        attempts         = %(attempts)s,
        run_at           = COALESCE(%(run_at)s, run_at),
        last_error       = %(last_error)s,
@@ -123,11 +149,41 @@ UPDATE jobs
        worker_host      = NULL,
        claimed_at       = NULL,
        lease_expires_at = NULL,
+       control          = NULL,
        updated_at       = now()
  WHERE seq = %(seq)s
    AND state = 'processing'
    AND worker_id = %(worker_id)s
    AND run_count = %(run_count)s;
+
+-- name: delete_live_output :exec
+-- The attempt is recorded with its output: what it showed while running is spent.
+DELETE FROM live_output WHERE job_seq = %(seq)s;
+
+-- name: upsert_live_output :rowcount
+-- Save a running attempt's output so far, only while its claim owns the job.
+INSERT INTO live_output (job_seq, number, stdout, stderr, stdout_total, stderr_total)
+SELECT seq, run_count, %(stdout)s, %(stderr)s, %(stdout_total)s, %(stderr_total)s
+  FROM jobs
+ WHERE seq = %(seq)s
+   AND state = 'processing'
+   AND worker_id = %(worker_id)s
+   AND run_count = %(run_count)s
+    ON CONFLICT (job_seq) DO UPDATE SET number       = excluded.number,
+                                        stdout       = excluded.stdout,
+                                        stderr       = excluded.stderr,
+                                        stdout_total = excluded.stdout_total,
+                                        stderr_total = excluded.stderr_total,
+                                        updated_at   = now();
+
+-- name: select_live_output :one
+-- A running job's output so far (its attempt number tells which attempt).
+SELECT o.*
+  FROM live_output AS o
+  JOIN jobs AS j ON j.seq = o.job_seq
+ WHERE j.id = %(job_id)s
+   AND j.state = 'processing'
+   AND o.number = j.run_count;
 
 -- name: select_expired_claims :many
 -- Claims whose lease ran out: their worker is presumed dead.
@@ -193,16 +249,75 @@ SELECT j.id AS job_id, a.*
 -- Job counts per queue and state.
 SELECT queue, state, count(*) AS n FROM jobs GROUP BY queue, state;
 
--- name: retry_dead :many
--- Dead jobs back to pending with their retry budget restored; history stays.
+-- name: select_named_ids :many
+-- Which of these ids name jobs in one of :states.
+SELECT id
+  FROM jobs
+ WHERE id = ANY (%(ids)s::text[])
+   AND state = ANY (%(states)s::text[]);
+
+-- name: select_matching_ids :many
+-- The ids of jobs in one of :states, of :queue and last changed before :before when given.
+SELECT id
+  FROM jobs
+ WHERE state = ANY (%(states)s::text[])
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+   AND (%(before)s::timestamptz IS NULL OR updated_at < %(before)s::timestamptz)
+ ORDER BY seq;
+
+-- name: retry_jobs :many
+-- Finished jobs back to pending with their retry budget restored; history stays.
 UPDATE jobs
    SET state      = 'pending',
        attempts   = 0,
        run_at     = now(),
+       control    = NULL,
        updated_at = now()
- WHERE state = 'dead'
-   AND (%(ids)s::text[] IS NULL OR id = ANY (%(ids)s::text[]))
+ WHERE id = ANY (%(ids)s::text[])
+   AND state = ANY (%(states)s::text[])
 RETURNING id;
+
+-- name: cancel_jobs :many
+-- Cancel waiting jobs at once; ask the workers of running ones to stop them (the finish then
+-- records the cancel). Returns each job's id and its state now. A row a claim holds locked is
+-- waited for, then seen as it is after that claim.
+UPDATE jobs
+   SET state      = CASE WHEN state = 'processing' THEN state ELSE 'cancelled' END,
+       control    = CASE WHEN state = 'processing' THEN 'cancel' ELSE NULL END,
+       updated_at = now()
+ WHERE id = ANY (%(ids)s::text[])
+   AND state IN ('pending', 'failed', 'processing')
+RETURNING id, state;
+
+-- name: signal_job :rowcount
+-- Ask a running job's worker to send it a signal; a cancel under way is not replaced.
+UPDATE jobs
+   SET control = %(control)s
+ WHERE id = %(job_id)s
+   AND state = 'processing'
+   AND control IS DISTINCT FROM 'cancel';
+
+-- name: delete_jobs :many
+-- Remove jobs that are not running, with their attempts (ON DELETE CASCADE).
+DELETE FROM jobs
+ WHERE id = ANY (%(ids)s::text[])
+   AND state = ANY (%(states)s::text[])
+RETURNING id;
+
+-- name: pause_queue :exec
+-- Claims pass over a paused queue's jobs.
+INSERT INTO paused_queues (queue) VALUES (%(queue)s)
+ON CONFLICT (queue) DO NOTHING;
+
+-- name: resume_queues :many
+-- Resume these queues, or every paused one when :queues is NULL.
+DELETE FROM paused_queues
+ WHERE %(queues)s::text[] IS NULL OR queue = ANY (%(queues)s::text[])
+RETURNING queue;
+
+-- name: select_paused_queues :many
+-- The paused queues, by name.
+SELECT queue, paused_at FROM paused_queues ORDER BY queue;
 
 -- name: upsert_worker :exec
 -- Register a worker, or re-register one that was pruned while it was frozen.

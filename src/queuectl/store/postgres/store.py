@@ -182,6 +182,7 @@ class PostgresStore:
                         job.cwd,
                         Jsonb(job.env) if job.env else None,
                         job.run_at,
+                        list(job.tags) if job.tags else None,
                     )
                 )
 
@@ -247,6 +248,24 @@ class PostgresStore:
         row = self._one("select_worker_stop", worker_id=worker_id)
         return None if row is None else row["stop"]
 
+    def requests(self, claim: models.Claim) -> models.Requests:
+        row = self._one("select_requests", **common.claim_key(claim))
+        return models.Requests() if row is None else common.requests(row)
+
+    def clear_control(self, claim: models.Claim, control: str) -> None:
+        self._run("clear_control", control=control, **common.claim_key(claim))
+
+    def save_output(self, claim: models.Claim, output: models.LiveOutput) -> bool:
+        saved = self._run(
+            "upsert_live_output",
+            stdout=output.stdout,
+            stderr=output.stderr,
+            stdout_total=output.stdout_total,
+            stderr_total=output.stderr_total,
+            **common.claim_key(claim),
+        )
+        return saved == 1
+
     def finish(
         self, claim: models.Claim, outcome: models.Outcome, transition: models.Transition
     ) -> bool:
@@ -297,6 +316,7 @@ class PostgresStore:
         ).rowcount
         if inserted != 1:
             return False
+        conn.execute(_Q["delete_live_output"], {"seq": claim.job.seq})
         conn.execute(
             _Q["finish_job"],
             {
@@ -346,14 +366,71 @@ class PostgresStore:
     def counts(self) -> models.Counts:
         return common.counts(self._all("count_jobs"))
 
+    def live_output(self, job_id: str) -> models.LiveOutput | None:
+        row = self._one("select_live_output", job_id=job_id)
+        return None if row is None else _DECODE.live_output(row)
+
+    def paused_queues(self) -> dict[str, datetime]:
+        return {row["queue"]: row["paused_at"] for row in self._all("select_paused_queues")}
+
     # --- operator actions --------------------------------------------------------
-    def retry_dead(self, job_ids: Sequence[str] | None) -> list[str]:
+    @staticmethod
+    def _selected(
+        conn: connection.Connection,
+        selection: models.Selection,
+        allowed: Sequence[models.JobState],
+    ) -> dict[str, Any]:
+        """Inside a transaction: the ids `selection` names and their states, as parameters."""
+        states = common.states_for(selection, allowed)
+        params: dict[str, Any]
+        if selection.ids is not None:
+            params = {"ids": list(selection.ids), "states": states}
+            rows = conn.execute(_Q["select_named_ids"], params).fetchall()
+        else:
+            params = {
+                "states": states,
+                "queue": selection.queue,
+                "before": selection.before,
+            }
+            rows = conn.execute(_Q["select_matching_ids"], params).fetchall()
+        return {"ids": [row["id"] for row in rows], "states": states}
+
+    def retry(self, selection: models.Selection) -> list[str]:
         with self._transaction() as conn:
-            ids = None if job_ids is None else list(job_ids)
-            rows = conn.execute(_Q["retry_dead"], {"ids": ids}).fetchall()
+            params = self._selected(conn, selection, models.RETRYABLE)
+            rows = conn.execute(_Q["retry_jobs"], params).fetchall()
             if rows:
                 self._wake_idle_workers(conn)
         return [row["id"] for row in rows]
+
+    def cancel(self, selection: models.Selection) -> dict[str, models.JobState]:
+        with self._transaction() as conn:
+            params = self._selected(conn, selection, models.CANCELLABLE)
+            rows = conn.execute(_Q["cancel_jobs"], params).fetchall()
+        return {row["id"]: models.JobState(row["state"]) for row in rows}
+
+    def signal(self, job_id: str, signum: int) -> bool:
+        control = common.signal_control(signum)
+        return self._run("signal_job", job_id=job_id, control=control) == 1
+
+    def delete(self, selection: models.Selection) -> list[str]:
+        with self._transaction() as conn:
+            params = self._selected(conn, selection, models.DELETABLE)
+            rows = conn.execute(_Q["delete_jobs"], params).fetchall()
+        return [row["id"] for row in rows]
+
+    def pause(self, queues: Sequence[str]) -> None:
+        with self._transaction() as conn:
+            for queue in queues:
+                conn.execute(_Q["pause_queue"], {"queue": queue})
+
+    def resume(self, queues: Sequence[str] | None) -> list[str]:
+        with self._transaction() as conn:
+            names = None if queues is None else list(queues)
+            rows = conn.execute(_Q["resume_queues"], {"queues": names}).fetchall()
+            if rows:
+                self._wake_idle_workers(conn)
+        return [row["queue"] for row in rows]
 
     # --- workers and config ------------------------------------------------------
     def register_worker(self, info: models.WorkerInfo, ttl: float) -> None:

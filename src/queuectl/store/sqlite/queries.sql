@@ -18,21 +18,22 @@ INSERT INTO queuectl_schema_version (version, name, applied_at) VALUES (:version
 
 -- name: insert_jobs :exec
 -- Insert new jobs from a JSON array of [id, command, queue, priority, max_retries, timeout,
--- cwd, env, run_at] rows: one statement a batch, a third faster than one a job for 100,000
+-- cwd, env, run_at, tags] rows: one statement a batch, a third faster than one a job for 100,000
 -- jobs. json_each walks the array in order, so seq follows it (an ORDER BY key would sort a
 -- copy of every row). The UNIQUE id raises on a duplicate.
 INSERT INTO queuectl_jobs (
     id, command, queue, priority, state, attempts, max_retries, timeout, cwd, env,
-    run_at, created_at, updated_at
+    run_at, created_at, updated_at, tags
 )
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
        json_extract(value, '$[3]'), 'pending', 0, json_extract(value, '$[4]'),
        json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),
-       json_extract(value, '$[8]'), :now, :now
+       json_extract(value, '$[8]'), :now, :now, json_extract(value, '$[9]')
   FROM json_each(:rows);
 
 -- name: claim_job :one
--- Lease the best runnable job to one worker. Runs inside BEGIN IMMEDIATE, so it is atomic.
+-- Lease the best runnable job of a queue not paused to one worker. Runs inside BEGIN
+-- IMMEDIATE, so it is atomic. A request left from an earlier attempt is spent.
 UPDATE queuectl_jobs
    SET state            = 'processing',
        attempts         = attempts + 1,
@@ -41,6 +42,7 @@ UPDATE queuectl_jobs
        worker_host      = :host,
        claimed_at       = :now,
        lease_expires_at = :lease_expires_at,
+       control          = NULL,
        updated_at       = :now
  WHERE seq = (
         SELECT seq
@@ -48,17 +50,20 @@ UPDATE queuectl_jobs
          WHERE state IN ('pending', 'failed')
            AND run_at <= :now
            AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+           AND queue NOT IN (SELECT queue FROM queuectl_paused_queues)
          ORDER BY priority DESC, run_at, seq
          LIMIT 1)
 RETURNING *;
 
 -- name: select_next_run_at :one
--- When the earliest job scheduled for later becomes runnable (NULL when none waits).
+-- When the earliest job scheduled for later becomes runnable (NULL when none waits); a paused
+-- queue's jobs wait for its resume, which wakes the workers.
 SELECT min(run_at) AS run_at
   FROM queuectl_jobs INDEXED BY queuectl_jobs_due
  WHERE state IN ('pending', 'failed')
    AND run_at > created_at
-   AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)));
+   AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+   AND queue NOT IN (SELECT queue FROM queuectl_paused_queues);
 
 -- name: extend_lease :rowcount
 -- Push a claim's lease forward; 0 rows means the claim no longer owns the job. A lease that ran
@@ -84,6 +89,25 @@ RETURNING stop;
 -- A worker's pending stop request, without writing.
 SELECT stop FROM queuectl_workers WHERE id = :worker_id;
 
+-- name: select_requests :one
+-- A busy worker's stop request and its job's control request, in one look, without writing.
+SELECT (SELECT stop FROM queuectl_workers WHERE id = :worker_id) AS stop,
+       (SELECT control
+          FROM queuectl_jobs
+         WHERE seq = :seq
+           AND state = 'processing'
+           AND worker_id = :worker_id
+           AND run_count = :run_count) AS control;
+
+-- name: clear_control :exec
+-- A request the worker has acted on (a signal sent) is spent, unless another replaced it.
+UPDATE queuectl_jobs
+   SET control = NULL
+ WHERE seq = :seq
+   AND worker_id = :worker_id
+   AND run_count = :run_count
+   AND control = :control;
+
 -- name: insert_attempt :rowcount
 -- Record a claim's attempt, only while the claim still owns the job (0 rows = lease lost): a
 -- finish (:live_at = now) only while its lease runs, a rescue (:expired_before = now) only once
@@ -103,9 +127,11 @@ SELECT seq, run_count, worker_id, worker_host, :pid, :started_at, :ended_at,
    AND (:expired_before IS NULL OR lease_expires_at < :expired_before);
 
 -- name: finish_job :rowcount
--- Apply the decided transition, only while the claim still owns the job.
+-- Apply the decided transition, only while the claim still owns the job. A cancel that came
+-- while the attempt ended wins over a retry: the job is cancelled, not run again.
 UPDATE queuectl_jobs
-   SET state            = :state,
+   SET state            = CASE WHEN control = 'cancel' AND :state IN ('pending', 'failed')
+                               THEN 'cancelled' ELSE :state END,
        attempts         = :attempts,
        run_at           = COALESCE(:run_at, run_at),
        last_error       = :last_error,
@@ -113,11 +139,43 @@ UPDATE queuectl_jobs
        worker_host      = NULL,
        claimed_at       = NULL,
        lease_expires_at = NULL,
+       control          = NULL,
        updated_at       = :now
  WHERE seq = :seq
    AND state = 'processing'
    AND worker_id = :worker_id
    AND run_count = :run_count;
+
+-- name: delete_live_output :exec
+-- The attempt is recorded with its output: what it showed while running is spent.
+DELETE FROM queuectl_live_output WHERE job_seq = :seq;
+
+-- name: upsert_live_output :rowcount
+-- Save a running attempt's output so far, only while its claim owns the job.
+INSERT INTO queuectl_live_output (
+    job_seq, number, stdout, stderr, stdout_total, stderr_total, updated_at
+)
+SELECT seq, run_count, :stdout, :stderr, :stdout_total, :stderr_total, :now
+  FROM queuectl_jobs
+ WHERE seq = :seq
+   AND state = 'processing'
+   AND worker_id = :worker_id
+   AND run_count = :run_count
+    ON CONFLICT (job_seq) DO UPDATE SET number       = excluded.number,
+                                        stdout       = excluded.stdout,
+                                        stderr       = excluded.stderr,
+                                        stdout_total = excluded.stdout_total,
+                                        stderr_total = excluded.stderr_total,
+                                        updated_at   = excluded.updated_at;
+
+-- name: select_live_output :one
+-- A running job's output so far (its attempt number tells which attempt).
+SELECT o.*
+  FROM queuectl_live_output AS o
+  JOIN queuectl_jobs AS j ON j.seq = o.job_seq
+ WHERE j.id = :job_id
+   AND j.state = 'processing'
+   AND o.number = j.run_count;
 
 -- name: select_expired_claims :many
 -- Claims whose lease ran out: their worker is presumed dead.
@@ -180,16 +238,74 @@ SELECT j.id AS job_id, a.*
 -- Job counts per queue and state.
 SELECT queue, state, count(*) AS n FROM queuectl_jobs GROUP BY queue, state;
 
--- name: retry_dead :many
--- Dead jobs back to pending with their retry budget restored; history stays.
+-- name: select_named_ids :many
+-- Which of these ids (a JSON array) name jobs in one of :states (a JSON array).
+SELECT id
+  FROM queuectl_jobs
+ WHERE id IN (SELECT value FROM json_each(:ids))
+   AND state IN (SELECT value FROM json_each(:states));
+
+-- name: select_matching_ids :many
+-- The ids of jobs in one of :states, of :queue and last changed before :before when given.
+SELECT id
+  FROM queuectl_jobs
+ WHERE state IN (SELECT value FROM json_each(:states))
+   AND (:queue IS NULL OR queue = :queue)
+   AND (:before IS NULL OR updated_at < :before)
+ ORDER BY seq;
+
+-- name: retry_jobs :many
+-- Finished jobs back to pending with their retry budget restored; history stays.
 UPDATE queuectl_jobs
    SET state      = 'pending',
        attempts   = 0,
        run_at     = :now,
+       control    = NULL,
        updated_at = :now
- WHERE state = 'dead'
-   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+ WHERE id IN (SELECT value FROM json_each(:ids))
+   AND state IN (SELECT value FROM json_each(:states))
 RETURNING id;
+
+-- name: cancel_jobs :many
+-- Cancel waiting jobs at once; ask the workers of running ones to stop them (the finish then
+-- records the cancel). Returns each job's id and its state now.
+UPDATE queuectl_jobs
+   SET state      = CASE WHEN state = 'processing' THEN state ELSE 'cancelled' END,
+       control    = CASE WHEN state = 'processing' THEN 'cancel' ELSE NULL END,
+       updated_at = :now
+ WHERE id IN (SELECT value FROM json_each(:ids))
+   AND state IN ('pending', 'failed', 'processing')
+RETURNING id, state;
+
+-- name: signal_job :rowcount
+-- Ask a running job's worker to send it a signal; a cancel under way is not replaced.
+UPDATE queuectl_jobs
+   SET control = :control
+ WHERE id = :job_id
+   AND state = 'processing'
+   AND control IS NOT 'cancel';
+
+-- name: delete_jobs :many
+-- Remove jobs that are not running, with their attempts (ON DELETE CASCADE).
+DELETE FROM queuectl_jobs
+ WHERE id IN (SELECT value FROM json_each(:ids))
+   AND state IN (SELECT value FROM json_each(:states))
+RETURNING id;
+
+-- name: pause_queue :exec
+-- Claims pass over a paused queue's jobs.
+INSERT INTO queuectl_paused_queues (queue, paused_at) VALUES (:queue, :now)
+ON CONFLICT (queue) DO NOTHING;
+
+-- name: resume_queues :many
+-- Resume these queues (a JSON array), or every paused one when :queues is NULL.
+DELETE FROM queuectl_paused_queues
+ WHERE :queues IS NULL OR queue IN (SELECT value FROM json_each(:queues))
+RETURNING queue;
+
+-- name: select_paused_queues :many
+-- The paused queues, by name.
+SELECT queue, paused_at FROM queuectl_paused_queues ORDER BY queue;
 
 -- name: upsert_worker :exec
 -- Register a worker, or re-register one that was pruned while it was frozen.

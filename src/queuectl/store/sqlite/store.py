@@ -218,6 +218,10 @@ class SqliteStore:
                     name=migration.name,
                     now=self._now_us(),
                 )
+            # A migration may edit the schema's text in place (writable_schema): a new schema
+            # version makes every connection, this one too, read the schema again.
+            version = self._db.execute("PRAGMA schema_version").fetchone()[0]
+            self._db.execute(f"PRAGMA schema_version = {int(version) + 1}")
 
     def close(self) -> None:
         if self._listener is not None:
@@ -265,6 +269,7 @@ class SqliteStore:
                     job.cwd,
                     json.dumps(job.env) if job.env else None,
                     _us(job.run_at),
+                    json.dumps(list(job.tags)) if job.tags else None,
                 ]
                 for job in jobs
             ],
@@ -354,6 +359,27 @@ class SqliteStore:
         row = self._one("select_worker_stop", worker_id=worker_id)
         return None if row is None else row["stop"]
 
+    def requests(self, claim: models.Claim) -> models.Requests:
+        row = self._one("select_requests", **common.claim_key(claim))
+        return models.Requests() if row is None else common.requests(row)
+
+    def clear_control(self, claim: models.Claim, control: str) -> None:
+        with self._write(durable=False):
+            self._run("clear_control", control=control, **common.claim_key(claim))
+
+    def save_output(self, claim: models.Claim, output: models.LiveOutput) -> bool:
+        with self._write(durable=False):
+            saved = self._run(
+                "upsert_live_output",
+                stdout=output.stdout,
+                stderr=output.stderr,
+                stdout_total=output.stdout_total,
+                stderr_total=output.stderr_total,
+                now=self._now_us(),
+                **common.claim_key(claim),
+            )
+        return saved == 1
+
     def finish(
         self, claim: models.Claim, outcome: models.Outcome, transition: models.Transition
     ) -> bool:
@@ -402,6 +428,7 @@ class SqliteStore:
         )
         if inserted != 1:
             return False
+        self._run("delete_live_output", seq=claim.job.seq)
         self._run(
             "finish_job",
             state=transition.state.value,
@@ -451,13 +478,64 @@ class SqliteStore:
     def counts(self) -> models.Counts:
         return common.counts(self._all("count_jobs"))
 
+    def live_output(self, job_id: str) -> models.LiveOutput | None:
+        row = self._one("select_live_output", job_id=job_id)
+        return None if row is None else _DECODE.live_output(row)
+
+    def paused_queues(self) -> dict[str, datetime]:
+        return {row["queue"]: _dt(row["paused_at"]) for row in self._all("select_paused_queues")}
+
     # --- operator actions --------------------------------------------------------
-    def retry_dead(self, job_ids: Sequence[str] | None) -> list[str]:
+    def _selected(
+        self, selection: models.Selection, allowed: Sequence[models.JobState]
+    ) -> tuple[str, str]:
+        """Inside a transaction: the JSON arrays of the ids `selection` names and their states."""
+        states = json.dumps(common.states_for(selection, allowed))
+        if selection.ids is not None:
+            rows = self._all("select_named_ids", ids=_json_list(selection.ids), states=states)
+        else:
+            before = None if selection.before is None else _us(selection.before)
+            rows = self._all(
+                "select_matching_ids", states=states, queue=selection.queue, before=before
+            )
+        return json.dumps([row["id"] for row in rows]), states
+
+    def retry(self, selection: models.Selection) -> list[str]:
         with self._write():
-            rows = self._all("retry_dead", ids=_json_list(job_ids), now=self._now_us())
+            ids, states = self._selected(selection, models.RETRYABLE)
+            rows = self._all("retry_jobs", ids=ids, states=states, now=self._now_us())
         if rows:
             self._wake_idle_workers()
         return [row["id"] for row in rows]
+
+    def cancel(self, selection: models.Selection) -> dict[str, models.JobState]:
+        with self._write():
+            ids, _ = self._selected(selection, models.CANCELLABLE)
+            rows = self._all("cancel_jobs", ids=ids, now=self._now_us())
+        return {row["id"]: models.JobState(row["state"]) for row in rows}
+
+    def signal(self, job_id: str, signum: int) -> bool:
+        with self._write():
+            sent = self._run("signal_job", job_id=job_id, control=common.signal_control(signum))
+        return sent == 1
+
+    def delete(self, selection: models.Selection) -> list[str]:
+        with self._write():
+            ids, states = self._selected(selection, models.DELETABLE)
+            rows = self._all("delete_jobs", ids=ids, states=states)
+        return [row["id"] for row in rows]
+
+    def pause(self, queues: Sequence[str]) -> None:
+        with self._write():
+            for queue in queues:
+                self._run("pause_queue", queue=queue, now=self._now_us())
+
+    def resume(self, queues: Sequence[str] | None) -> list[str]:
+        with self._write():
+            rows = self._all("resume_queues", queues=_json_list(queues))
+        if rows:
+            self._wake_idle_workers()
+        return [row["queue"] for row in rows]
 
     # --- workers and config ------------------------------------------------------
     def register_worker(self, info: models.WorkerInfo, ttl: float) -> None:

@@ -161,12 +161,20 @@ def retry_dead(store: Store, job_ids: Sequence[str] | None) -> list[str]:
             raise errors.QueuectlError(
                 f'job "{job_id}" is not in the dead letter queue (it is {job.state})'
             )
-    dead = (models.JobState.DEAD,)
-    return store.retry(models.Selection(ids=_ids(job_ids), states=dead))
+    where = models.Selection(ids=_ids(job_ids), states=(models.JobState.DEAD,))
+    return _in_order(store.retry(where), where)
 
 
 def _ids(job_ids: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if job_ids is None else tuple(dict.fromkeys(job_ids))
+
+
+def _in_order(done: Sequence[str], where: models.Selection) -> list[str]:
+    """The ids an action returned, in the order the user named them (stores return any order)."""
+    if where.ids is None:
+        return list(done)
+    returned = set(done)
+    return [job_id for job_id in where.ids if job_id in returned]
 
 
 def _check_states(
@@ -191,9 +199,9 @@ def selection(
 ) -> models.Selection:
     """The jobs a bulk action names: ids, or a filter by state, queue and age (seconds)."""
     if job_ids and (states or queue is not None or older_than is not None):
-        raise errors.UsageError("give job ids or --state/--queue/--older-than, not both")
+        raise errors.UsageError("job: give job ids or --state/--queue/--older-than, not both")
     if not job_ids and not states:
-        raise errors.UsageError("name the jobs: give job ids, or --state (see --help)")
+        raise errors.UsageError("job: name the jobs (JOB...), or select them with --state")
     before = None
     if older_than is not None:
         if now is None:
@@ -215,7 +223,8 @@ def cancel(store: Store, where: models.Selection) -> dict[str, models.JobState]:
     """
     if where.ids is not None:
         _check_states(store, where.ids, models.CANCELLABLE, "cancelled")
-    return store.cancel(where)
+    states = store.cancel(where)
+    return {job_id: states[job_id] for job_id in _in_order(list(states), where)}
 
 
 def kill(store: Store, job_id: str, signum: int) -> None:
@@ -238,7 +247,7 @@ def retry(store: Store, where: models.Selection) -> list[str]:
     """
     if where.ids is not None:
         _check_states(store, where.ids, models.RETRYABLE, "retried")
-    return store.retry(where)
+    return _in_order(store.retry(where), where)
 
 
 def delete(store: Store, where: models.Selection) -> list[str]:
@@ -249,7 +258,7 @@ def delete(store: Store, where: models.Selection) -> list[str]:
                 raise errors.QueuectlError(
                     f'job "{job_id}" is running: cancel it first (`queuectl cancel {job_id}`)'
                 )
-    return store.delete(where)
+    return _in_order(store.delete(where), where)
 
 
 def pause(store: Store, queues: Sequence[str]) -> list[str]:

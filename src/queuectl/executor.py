@@ -47,30 +47,63 @@ def _asker(abort: threading.Event | Abort | None) -> Abort | None:
 
 
 class TailBuffer:
-    """Keeps the last `limit` bytes of a stream, never holding much more than that."""
+    """Keeps the last `limit` bytes of a stream, never holding much more than that.
+
+    Safe to read from another thread while the executor adds to it (the worker's heartbeat
+    saves a running job's output so far).
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._chunks: deque[bytes] = deque()
         self._size = 0
+        self._lock = threading.Lock()
         self.dropped = 0
+        self.total = 0
+        """Bytes added in all."""
 
     def add(self, data: bytes) -> None:
         """Append data, dropping the oldest bytes beyond the limit."""
-        self._chunks.append(data)
-        self._size += len(data)
-        while self._size - len(self._chunks[0]) >= self.limit:
-            self._size -= len(self._chunks[0])
-            self.dropped += len(self._chunks.popleft())
+        with self._lock:
+            self._chunks.append(data)
+            self._size += len(data)
+            self.total += len(data)
+            while self._size - len(self._chunks[0]) >= self.limit:
+                self._size -= len(self._chunks[0])
+                self.dropped += len(self._chunks.popleft())
+
+    def last(self, count: int) -> tuple[bytes, int]:
+        """The last `count` bytes kept (no marker), and how many bytes came in all."""
+        with self._lock:
+            data = b"".join(self._chunks)
+            return data[-count:] if count else b"", self.total
 
     def value(self) -> bytes:
         """The kept tail, behind a marker saying how much was cut when anything was."""
-        data = b"".join(self._chunks)
+        with self._lock:
+            data = b"".join(self._chunks)
         cut = max(len(data) - self.limit, 0)
         if not cut and not self.dropped:
             return data
         marker = f"[queuectl: {self.dropped + cut} earlier bytes truncated]\n".encode()
         return marker + data[cut:]
+
+
+class Progress:
+    """A running command's output so far, for another thread to read while it runs."""
+
+    def __init__(self) -> None:
+        self.stdout: TailBuffer | None = None
+        self.stderr: TailBuffer | None = None
+
+    def snapshot(self, limit: int) -> tuple[bytes, bytes, int, int] | None:
+        """The last `limit` bytes of stdout and stderr and their totals; None before the start."""
+        out, err = self.stdout, self.stderr
+        if out is None or err is None:
+            return None
+        stdout, out_total = out.last(limit)
+        stderr, err_total = err.last(limit)
+        return stdout, stderr, out_total, err_total
 
 
 @dataclass
@@ -288,7 +321,13 @@ def _on_leader_exit(run: _Run) -> None:
     _kill_leftovers(run.child.pid)
 
 
-def _pump(run: _Run, pidfd: int | None, abort: Abort | None, kill_grace: float) -> None:
+def _pump(
+    run: _Run,
+    pidfd: int | None,
+    abort: Abort | None,
+    kill_grace: float,
+    signals: Callable[[], int | None] | None,
+) -> None:
     """Read output and watch the clock until the command has exited and both pipes are closed."""
     while run.selector.get_map() or not run.exited:
         for key, _ in run.selector.select(_next_wait(run, pidfd, abort, kill_grace)):
@@ -304,6 +343,10 @@ def _pump(run: _Run, pidfd: int | None, abort: Abort | None, kill_grace: float) 
         if pidfd is None and not run.exited and _has_exited(run.child.pid):
             _on_leader_exit(run)
         _escalate(run, abort, kill_grace)
+        if signals is not None and not run.exited:
+            sig = signals()
+            if sig is not None:
+                _signal_job(run.child.pid, sig)
 
 
 def _classify(run: _Run, code: int, stderr: bytes) -> tuple[models.AttemptEnd, str | None]:
@@ -328,6 +371,8 @@ def run(
     abort: threading.Event | Abort | None = None,
     kill_grace: float = KILL_GRACE,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    signals: Callable[[], int | None] | None = None,
+    progress: Progress | None = None,
 ) -> models.Outcome:
     """Run `command` with /bin/sh -c and return how it ended, with the tails of its output.
 
@@ -344,6 +389,10 @@ def run(
         kill_grace: seconds between TERM and KILL.
         clock: what the start and end times are read from; a worker passes its store's clock
             (on PostgreSQL, the server's: this host's wall clock may be off).
+        signals: asked as often as `abort` (it must be given too): a signal number it returns
+            is sent to every process of the job (`queuectl kill`); the attempt then ends as the
+            signal makes it end.
+        progress: filled with the output buffers, which another thread may read meanwhile.
     """
     started = clock()
     try:
@@ -364,6 +413,8 @@ def run(
         buffers={out: TailBuffer(output_limit), err: TailBuffer(output_limit)},
         deadline=deadline,
     )
+    if progress is not None:
+        progress.stdout, progress.stderr = job.buffers[out], job.buffers[err]
     pidfd = _open_pidfd(child.pid)
     with job.selector:
         job.selector.register(out, selectors.EVENT_READ)
@@ -372,7 +423,7 @@ def run(
             job.selector.register(pidfd, selectors.EVENT_READ)
         try:
             try:
-                _pump(job, pidfd, _asker(abort), kill_grace)
+                _pump(job, pidfd, _asker(abort), kill_grace, signals)
             except BaseException:
                 _signal_job(child.pid, signal.SIGKILL)  # no job outlives its attempt
                 child.reap()

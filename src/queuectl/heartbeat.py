@@ -9,7 +9,9 @@ A beat checks the claim's lease whether or not the row was there (a frozen worke
 been pruned; the beat registers it again), and stops the job as soon as the lease is lost; it
 records when the lease runs out, and the worker's main thread stops the job at that moment if no
 beat has extended it (a beat may be stuck waiting for the store). While a job runs, the thread
-also looks for stop requests every TICK. It survives any error: it logs once and tries again.
+also looks for requests every TICK: the worker's stop, and its job's control (`queuectl cancel`,
+`queuectl kill`), and saves the job's output so far at most once every OUTPUT_EVERY seconds
+while it changes (`queuectl logs`). It survives any error: it logs once and tries again.
 """
 
 from __future__ import annotations
@@ -20,21 +22,30 @@ import threading
 import time
 from typing import Protocol
 
-from queuectl import config, models, outage, store, storethread
+from queuectl import config, executor, models, outage, store, storethread
 
 log = logging.getLogger(__name__)
 
 TICK = storethread.TICK
-"""Seconds between the thread's looks at its deadlines and, while a job runs, at stop requests."""
+"""Seconds between the thread's looks at its deadlines and, while a job runs, at requests."""
+OUTPUT_EVERY = 1.0
+"""Seconds between two saves of a running job's output."""
+LIVE_OUTPUT_LIMIT = 256 * 1024
+"""Bytes of each stream a save keeps at most (and never more than output_limit)."""
 
 
 class Lease:
     """The worker's running claim and the heartbeat's bookkeeping of it (monotonic times)."""
 
-    __slots__ = ("claim", "ended", "held_until", "next_beat")
+    __slots__ = ("claim", "ended", "held_until", "next_beat", "next_save", "progress", "saved")
 
     def __init__(self, claim: models.Claim, taken_at: float) -> None:
         self.claim = claim
+        self.progress = executor.Progress()
+        """The running command's output, filled by the executor."""
+        self.next_save = taken_at + OUTPUT_EVERY
+        self.saved = (0, 0)
+        """How much of stdout and stderr the last save had seen."""
         self.held_until = taken_at + claim.lease
         """When the lease runs out unless a beat extends it."""
         self.next_beat = taken_at + claim.lease / 3
@@ -59,6 +70,9 @@ class Owner(Protocol):
 
     def request_stop(self, mode: str) -> None:
         """Stop claiming ('graceful'), and stop the running job too ('now')."""
+
+    def control(self, claim: models.Claim, request: str) -> None:
+        """Act on a control request for the job of `claim` (cancel it, or send a signal)."""
 
     def poll_signals(self) -> None:
         """Act on stop signals that arrived."""
@@ -97,10 +111,37 @@ class Heartbeat(storethread.StoreThread):
             return True
         if lease is None:
             return False
-        stop = db.stop_requested(self.owner.info.id)
-        if stop is not None:
-            self.owner.request_stop(stop)
+        asked = db.requests(lease.claim)
+        if asked.stop is not None:
+            self.owner.request_stop(asked.stop)
+        if asked.control is not None and not lease.ended:
+            self.owner.control(lease.claim, asked.control)
+            if asked.control != models.CANCEL:
+                db.clear_control(lease.claim, asked.control)  # a signal is sent once
+        if now >= lease.next_save and not lease.ended:
+            self.save_output(db, lease)
         return True
+
+    def save_output(self, db: store.Store, lease: Lease) -> None:
+        """Save the running job's output so far, if it has changed since the last save."""
+        lease.next_save = time.monotonic() + OUTPUT_EVERY
+        limit = min(self.owner.cfg.output_limit, LIVE_OUTPUT_LIMIT)
+        snapshot = lease.progress.snapshot(limit)
+        if snapshot is None:
+            return
+        stdout, stderr, out_total, err_total = snapshot
+        if (out_total, err_total) == lease.saved:
+            return
+        output = models.LiveOutput(
+            number=lease.claim.job.run_count,
+            stdout=stdout,
+            stderr=stderr,
+            stdout_total=out_total,
+            stderr_total=err_total,
+            updated_at=db.now(),
+        )
+        db.save_output(lease.claim, output)
+        lease.saved = (out_total, err_total)
 
     def beat(self, db: store.Store, lease: Lease | None) -> None:
         """One heartbeat: the row, the claim's lease, and the stop request it returns."""

@@ -35,6 +35,7 @@ from queuectl import (
     signals,
     store,
 )
+from queuectl.record import replace
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ class Worker:
         self._current: heartbeat.Lease | None = None
         self._lock = threading.Lock()
         self._now_requested = False
+        self._cancelled: models.Claim | None = None
+        """The running claim whose job `queuectl cancel` asked to stop."""
+        self._signals_to_send: list[int] = []
+        """Signals `queuectl kill` asked for, for the main thread to send to the running job."""
         self._signals_seen = 0
         self._environment = dict(os.environb)  # what every job inherits (decoded once)
         self.store_outage = outage.Outage(log, f"worker {self.info.id}: the store")
@@ -118,6 +123,38 @@ class Worker:
             self._signals_seen = count
         if count > seen:
             self.request_stop("graceful" if count == 1 else "now")
+
+    def control(self, claim: models.Claim, request: str) -> None:
+        """A control request for the job of `claim`: cancel it, or send it a signal."""
+        if request == models.CANCEL:
+            with self._lock:
+                lease = self._current
+                first = self._cancelled is not claim
+                if lease is not None and lease.claim is claim and not lease.ended:
+                    self._cancelled = claim
+                    self.job_abort.set()
+                else:
+                    first = False
+            if first:
+                log.info(
+                    "job %s attempt %d: cancelled; stopping it", claim.job.id, claim.job.run_count
+                )
+            return
+        if request.startswith(models.SIGNAL_PREFIX):
+            signum = int(request.removeprefix(models.SIGNAL_PREFIX))
+            with self._lock:
+                lease = self._current
+                if lease is None or lease.claim is not claim or lease.ended:
+                    return
+                self._signals_to_send.append(signum)
+            log.info(
+                "job %s attempt %d: sending signal %d", claim.job.id, claim.job.run_count, signum
+            )
+
+    def _next_signal(self) -> int | None:
+        """Asked by the executor in the main thread: a signal to send to the running job now."""
+        with self._lock:
+            return self._signals_to_send.pop(0) if self._signals_to_send else None
 
     def current(self) -> heartbeat.Lease | None:
         """The running claim, if any."""
@@ -169,6 +206,7 @@ class Worker:
         with self._lock:
             self._current = None if claim is None else heartbeat.Lease(claim, taken_at)
             self.job_abort.clear()  # an abort for an earlier job is spent
+            self._signals_to_send.clear()
             if self._now_requested:  # under the lock: a `--now` racing this is never lost
                 self.job_abort.set()
 
@@ -286,6 +324,8 @@ class Worker:
         else:
             outcome = self._run_job(claim, db.now)
         self._mark_ended(claim)
+        if self._cancelled is claim and outcome.end is models.AttemptEnd.SHUTDOWN:
+            outcome = replace(outcome, end=models.AttemptEnd.CANCELLED, error="cancelled")
         transition = retry.next_transition(job, outcome, self.cfg, db.now())
         finished, following, taken_at = self._finish(db, claim, outcome, transition)
         self._hold(following, taken_at)  # the heartbeat keeps its lease from now on
@@ -318,6 +358,7 @@ class Worker:
 
     def _run_job(self, claim: models.Claim, clock: Callable[[], datetime]) -> models.Outcome:
         job = claim.job
+        lease = self.current()
         log.debug(
             "job %s attempt %d: started on %s: %s", job.id, job.run_count, self.id, job.command
         )
@@ -330,6 +371,8 @@ class Worker:
             output_limit=self.cfg.output_limit,
             abort=self._should_abort,
             clock=clock,  # the store's: times recorded agree with the other hosts'
+            signals=self._next_signal,
+            progress=None if lease is None or lease.claim is not claim else lease.progress,
         )
 
     def _should_abort(self) -> bool:

@@ -82,13 +82,14 @@ def cells(table: str, first: str) -> list[str]:
 
 def test_status_json_counts_per_state_and_queue(ran: Path) -> None:
     data = json.loads(ok(run_cli(ran, "status", "--json")))
-    zero = dict.fromkeys(["pending", "processing", "completed", "failed", "dead"], 0)
+    zero = dict.fromkeys(["pending", "processing", "completed", "failed", "dead", "cancelled"], 0)
     assert data == {
         "jobs": {**zero, "pending": 2, "completed": 3, "dead": 2},
         "queues": {
             "batch": {**zero, "pending": 1, "dead": 1},
             "default": {**zero, "pending": 1, "completed": 3, "dead": 1},
         },
+        "paused": {},
         "workers": [],  # the pool has exited and its worker deregistered
     }
 
@@ -98,17 +99,17 @@ def test_status_table(ran: Path, wide: None) -> None:
     assert "Jobs" in out
     assert "Workers (0)" in out
     header = cells(out, "queue")
-    assert header == ["queue", "pending", "processing", "completed", "failed", "dead"]
-    assert cells(out, "batch") == ["batch", "1", "0", "0", "0", "1"]
-    assert cells(out, "default") == ["default", "1", "0", "3", "0", "1"]
-    assert cells(out, "all") == ["all", "2", "0", "3", "0", "2"]
+    assert header == ["queue", "pending", "processing", "completed", "failed", "dead", "cancelled"]
+    assert cells(out, "batch") == ["batch", "1", "0", "0", "0", "1", "0"]
+    assert cells(out, "default") == ["default", "1", "0", "3", "0", "1", "0"]
+    assert cells(out, "all") == ["all", "2", "0", "3", "0", "2", "0"]
     assert "[bold]" not in out  # the total row's markup is rendered, not printed
 
 
 def test_status_of_an_empty_queue(db: str) -> None:
     data = json.loads(ok(run_cli(db, "status", "--json")))
     assert data["jobs"] == dict.fromkeys(
-        ["pending", "processing", "completed", "failed", "dead"], 0
+        ["pending", "processing", "completed", "failed", "dead", "cancelled"], 0
     )
     assert (data["queues"], data["workers"]) == ({}, [])
 

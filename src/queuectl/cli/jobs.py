@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
@@ -199,35 +199,32 @@ def show(obj: Any, job_id: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("job_id", metavar="JOB")
-@click.option("-a", "--attempt", type=int, help="Attempt number (default: the latest).")
+@click.option("-a", "--attempt", type=int, help="Attempt number (default: the running or latest).")
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Stream the running attempt's output until it ends (waiting for it to start), then "
+    "exit 0 if the job completed, else 1.",
+)
+@click.option("--stdout", "stream", flag_value="stdout", help="Only stdout, raw: no headers.")
+@click.option("--stderr", "stream", flag_value="stderr", help="Only stderr, raw: no headers.")
 @click.pass_obj
-def logs(obj: Any, job_id: str, attempt: int | None) -> None:
-    """The captured stdout and stderr of a job's attempt."""
+def logs(obj: Any, job_id: str, attempt: int | None, follow: bool, stream: str | None) -> None:
+    """The output of a job's running attempt so far, or of its latest (or --attempt N).
+
+    A running job's worker saves its output as it goes, at most once a second.
+    """
+    from queuectl.cli import output
+
     job_id = spec.parse_job_ref(job_id)
     attempt = None if attempt is None else spec.parse_attempt(attempt)
+    if follow and attempt is not None:
+        raise errors.UsageError("attempt: --follow streams the running attempt; drop --attempt")
     with obj.store() as store:
-        record = api.logs(store, job_id, attempt)
-    _write_output(record, sys.stdout)
-
-
-def _write_output(record: models.Attempt, out: TextIO) -> None:
-    r"""Write an attempt's output: the bytes as they are to a pipe, made harmless to a terminal.
-
-    On a terminal, control characters but newline and tab are shown as escapes (a colour code
-    reads `\x1b[31m`), so a job's output cannot clear the screen or rewrite earlier lines.
-    """
-    tty = out.isatty()
-    chunks = [f"== attempt {record.number}: {record.end} ==\n".encode()]
-    for name, data in (("stdout", record.stdout), ("stderr", record.stderr)):
-        chunks.append(f"-- {name} --\n".encode())
-        if tty:
-            from queuectl.cli import render
-
-            text = render.visible(data.decode("utf-8", errors="replace"), keep_lines=True)
-            data = text.encode(out.encoding or "utf-8", errors="replace")
-        chunks.append(data)
-        if data and not data.endswith(b"\n"):
-            chunks.append(b"\n")
-    out.flush()
-    out.buffer.write(b"".join(chunks))
-    out.buffer.flush()
+        if follow:
+            job = output.follow(store, job_id, sys.stdout, sys.stderr, stream)
+            click.echo(f"queuectl: job {job_id} is {job.state}", err=True)
+            sys.exit(0 if job.state is models.JobState.COMPLETED else 1)
+        shown = api.output(store, job_id, attempt)
+    output.write_output(shown, sys.stdout, stream)

@@ -78,6 +78,7 @@ def job_dict(job: models.Job) -> dict[str, Any]:
         "worker_id": job.worker_id,
         "lease_expires_at": _iso(job.lease_expires_at),
         "last_error": job.last_error,
+        "tags": list(job.tags),
     }
 
 
@@ -137,9 +138,9 @@ def _print(*tables: Table) -> None:
 
 
 def status(snapshot: api.Status, as_json: bool) -> None:
-    """Counts per queue and state, then workers."""
+    """Counts per queue and state (paused queues marked), then workers."""
     states = list(models.JobState)
-    queues = sorted(snapshot.counts.by_queue)
+    queues = sorted({*snapshot.counts.by_queue, *snapshot.paused})
     workers = [
         {
             "id": w.id,
@@ -160,14 +161,21 @@ def status(snapshot: api.Status, as_json: bool) -> None:
             {
                 "jobs": {s.value: snapshot.counts.total(s) for s in states},
                 "queues": {
-                    q: {s.value: snapshot.counts.by_queue[q].get(s, 0) for s in states}
+                    q: {s.value: snapshot.counts.by_queue.get(q, {}).get(s, 0) for s in states}
                     for q in queues
                 },
+                "paused": {q: _iso(when) for q, when in snapshot.paused.items()},
                 "workers": workers,
             }
         )
         return
-    rows = [[q, *(snapshot.counts.by_queue[q].get(s, 0) for s in states)] for q in queues]
+    rows = [
+        [
+            q + (" (paused)" if q in snapshot.paused else ""),
+            *(snapshot.counts.by_queue.get(q, {}).get(s, 0) for s in states),
+        ]
+        for q in queues
+    ]
     rows.append(["all", *(snapshot.counts.total(s) for s in states)])
     jobs_table = _table("Jobs", ["queue", *(s.value for s in states)], rows, bold_last=True)
     worker_rows = [

@@ -386,16 +386,34 @@ def stop_workers(
     now: bool = False,
     timeout: float = 60.0,
     sleep: Callable[[float], None] = time.sleep,
+    worker_ids: Sequence[str] | None = None,
+    host: str | None = None,
 ) -> StopResult:
-    """Ask every live worker to stop (finishing its job, or at once with `now`) and wait for them.
+    """Ask live workers to stop (finishing their jobs, or at once with `now`) and wait for them.
 
+    Every worker on every host, or those named, or those of one host. Named workers that are
+    not registered are reported as not found (NotFound) before anything is written.
     Workers past their own heartbeat deadline are dead already: forgotten, not waited for.
     A bad `timeout` (negative, not finite, over a day) raises FieldError before anything is written.
     """
     timeout = spec.parse_wait(timeout)
     mode = "now" if now else "graceful"
     store.prune_workers()
-    asked = store.request_stop(None, mode)
+
+    def chosen(workers: Sequence[models.WorkerInfo]) -> list[str]:
+        return [
+            w.id
+            for w in workers
+            if (worker_ids is None or w.id in worker_ids) and (host is None or w.host == host)
+        ]
+
+    if worker_ids is not None:
+        known = {w.id for w in store.list_workers()}
+        for worker_id in worker_ids:
+            if worker_id not in known:
+                raise errors.NotFound(f'no worker with id "{worker_id}" (see `queuectl status`)')
+    everyone = worker_ids is None and host is None
+    asked = store.request_stop(None if everyone else chosen(store.list_workers()), mode)
     deadline = time.monotonic() + timeout
     remaining = list(asked)
     while remaining:
@@ -404,10 +422,13 @@ def stop_workers(
         # A worker that registered after the request (a supervisor replacing one that died
         # just then), or whose request went with its row (pruned while frozen, then registered
         # again), is asked (again): "stop" means none is left running.
-        late = [w.id for w in workers if w.stop is None]
-        if late:
+        late = [w for w in workers if w.stop is None]
+        late_ids = chosen(late)
+        if late_ids:
             asked += [
-                worker_id for worker_id in store.request_stop(late, mode) if worker_id not in asked
+                worker_id
+                for worker_id in store.request_stop(late_ids, mode)
+                if worker_id not in asked
             ]
         remaining = [worker_id for worker_id in listed if worker_id in asked]
         if not remaining or time.monotonic() >= deadline:

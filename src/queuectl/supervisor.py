@@ -37,12 +37,12 @@ DETACH_TIMEOUT = 15.0
 """Seconds `worker start --detach` waits for its workers to register."""
 
 
-def worker_command(queues: Sequence[str], worker_id: str) -> list[str]:
+def worker_command(queues: Sequence[str], worker_id: str, burst: bool = False) -> list[str]:
     """The command line of one worker process (its store comes in child_environment())."""
     args = [sys.executable, "-m", "queuectl", "worker", "run", "--id", worker_id]
     for queue in queues:
         args += ["--queue", queue]
-    return args
+    return [*args, "--burst"] if burst else args
 
 
 def child_environment(db: str) -> dict[str, str]:
@@ -76,8 +76,10 @@ class Supervisor:
     and no worker is started once a stop was asked for.
     """
 
-    def __init__(self, db: str, count: int, queues: Sequence[str]) -> None:
+    def __init__(self, db: str, count: int, queues: Sequence[str], burst: bool = False) -> None:
         self.db, self.count, self.queues = db, count, tuple(queues)
+        self.burst = burst
+        """Workers exit once no job is due; the supervisor exits when all have."""
         self.slots: list[Slot] = []
         self.signals = 0
         self.quick_deaths = 0
@@ -87,7 +89,7 @@ class Supervisor:
     def _spawn(self) -> Slot:
         worker_id = worker.new_worker_id()
         proc = subprocess.Popen(
-            worker_command(self.queues, worker_id),
+            worker_command(self.queues, worker_id, self.burst),
             stdin=subprocess.DEVNULL,
             env=child_environment(self.db),
             start_new_session=True,
@@ -200,7 +202,7 @@ class Supervisor:
             db.close()
 
 
-def detach(db: str, count: int, queues: Sequence[str], log_path: Path) -> int:
+def detach(db: str, count: int, queues: Sequence[str], log_path: Path, burst: bool = False) -> int:
     """Start a supervisor in the background and wait until its workers have registered.
 
     Returns the supervisor's pid. Raises StoreUnavailable when the workers do not come up.
@@ -209,6 +211,8 @@ def detach(db: str, count: int, queues: Sequence[str], log_path: Path) -> int:
     args = [sys.executable, "-m", "queuectl", "worker", "start", "--count", str(count)]
     for queue in queues:
         args += ["--queue", queue]
+    if burst:
+        args.append("--burst")
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(

@@ -68,9 +68,17 @@ def new_worker_id() -> str:
 class Worker:
     """One worker process's loop; `run()` returns its exit code when it has stopped."""
 
-    def __init__(self, db: str, queues: Sequence[str] = (), worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        db: str,
+        queues: Sequence[str] = (),
+        worker_id: str | None = None,
+        burst: bool = False,
+    ) -> None:
         self.db = db
         self.queues = tuple(queues) or None
+        self.burst = burst
+        """Exit (status 0) once no job this worker serves is due, instead of waiting for more."""
         self.info = models.WorkerInfo(
             id=worker_id or new_worker_id(),
             host=host_name(),
@@ -256,8 +264,12 @@ class Worker:
             try:
                 if claim is None:
                     claim = self._claim(db)
+                    if claim is None and self.burst and not self.stop.is_set():
+                        log.info("worker %s: no job is due; exiting (--burst)", self.id)
+                        self.stop.set()
                     if claim is None:
-                        self._idle(db)
+                        if not self.stop.is_set():
+                            self._idle(db)
                         continue
                 current, claim = claim, None
                 claim = self._process(db, current)
@@ -420,6 +432,11 @@ class Worker:
                 time.sleep(self.store_outage.retry_delay())
 
 
-def run_worker(db: str | Path, queues: Sequence[str] = (), worker_id: str | None = None) -> int:
-    """Run one worker in this process until it is stopped; return its exit code."""
-    return Worker(str(db), queues, worker_id).run()
+def run_worker(
+    db: str | Path,
+    queues: Sequence[str] = (),
+    worker_id: str | None = None,
+    burst: bool = False,
+) -> int:
+    """Run one worker in this process until it is stopped (or idle, with burst); return its code."""
+    return Worker(str(db), queues, worker_id, burst).run()

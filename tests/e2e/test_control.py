@@ -72,7 +72,7 @@ def test_cancel_a_running_job_from_another_shell_stops_its_processes(
 ):
     pids = tmp_path / "pids"
     job = enqueue_one(store, id="long", command=_tree_job(pids), max_retries=5)
-    with WorkerPool(db, 1):
+    with WorkerPool(db, 1, env={"QUEUECTL_HOSTNAME": "another-host"}):
         shell, child = wait_until(lambda: _pids(pids), message="the job to start")
         started = time.monotonic()
         out = ok(run_cli(db, "cancel", job))
@@ -265,6 +265,52 @@ def test_a_paused_queue_holds_across_a_worker_restart(db: str, store: Store):
         assert ok(run_cli(db, "resume", "slow")) == "resumed 1 queue(s): slow\n"
         _wait_state(store, held, JobState.COMPLETED, timeout=10)
     assert json.loads(ok(run_cli(db, "status", "--json")))["paused"] == {}
+
+
+# --- burst workers and stopping some workers -------------------------------------------------
+
+
+def test_burst_workers_run_what_is_due_then_exit_0(db: str, store: Store):
+    ids = [enqueue_one(store, id=f"b{n}", command="true") for n in range(5)]
+    later = enqueue_one(store, id="later", command="true", delay=3600)
+    done = subprocess.run(
+        [QUEUECTL, "--db", db, "worker", "start", "--count", "2", "--burst"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [state_of(store, job_id) for job_id in ids] == [JobState.COMPLETED] * 5
+    assert state_of(store, later) is JobState.PENDING
+    assert store.list_workers() == []
+    assert done.stderr.count("exiting (--burst)") == 2
+
+
+def _workers(db: str) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = json.loads(ok(run_cli(db, "status", "--json")))["workers"]
+    return found
+
+
+def test_worker_stop_one_host_or_named_workers(db: str, store: Store):
+    with (
+        WorkerPool(db, 1, env={"QUEUECTL_HOSTNAME": "host-a"}) as a,
+        WorkerPool(db, 2, env={"QUEUECTL_HOSTNAME": "host-b"}) as b,
+    ):
+        wait_until(lambda: len(_workers(db)) == 3, timeout=20, message="three workers")
+        assert ok(run_cli(db, "worker", "stop", "--host", "host-a")) == "stopped 1 of 1 worker(s)\n"
+        assert a.proc is not None and a.proc.wait(timeout=10) == 0
+        hosts = sorted(str(w["host"]) for w in _workers(db))
+        assert hosts == ["host-b", "host-b"]
+        first = str(_workers(db)[0]["id"])
+        assert ok(run_cli(db, "worker", "stop", first)) == "stopped 1 of 1 worker(s)\n"
+        assert [w["id"] for w in _workers(db)] != [first]
+        assert len(_workers(db)) == 1
+        assert b.proc is not None and b.proc.poll() is None  # its other worker runs on
+        unknown = run_cli(db, "worker", "stop", "w-nope")
+        assert unknown.returncode == 1
+        assert 'no worker with id "w-nope"' in unknown.stderr
+        assert len(_workers(db)) == 1
 
 
 # --- bad input -------------------------------------------------------------------------------

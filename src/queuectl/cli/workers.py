@@ -54,11 +54,21 @@ def worker() -> None:
     metavar="FILE",
     help="With --detach: the log file (default: worker.log beside the database).",
 )
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Exit (status 0) once no job these workers serve is due, instead of waiting for more.",
+)
 @click.pass_obj
 def start(
-    obj: Any, count: int, queues: tuple[str, ...], detach: bool, log_file: str | None
+    obj: Any,
+    count: int,
+    queues: tuple[str, ...],
+    detach: bool,
+    log_file: str | None,
+    burst: bool,
 ) -> None:
-    """Run COUNT workers under one supervisor, in the foreground unless --detach.
+    """Run --count workers under one supervisor, in the foreground unless --detach.
 
     Ctrl+C (or SIGTERM) stops them gracefully: each finishes its job first. A second Ctrl+C
     stops running jobs at once and puts them back to pending.
@@ -80,13 +90,13 @@ def start(
         pass  # create and migrate the store once, before the workers race to
     if detach:
         log_path = Path(log_file) if log_file else _default_log(db)
-        pid = supervisor.detach(db, count, queues, log_path)
+        pid = supervisor.detach(db, count, queues, log_path, burst)
         click.echo(
             f"started {count} worker(s) in the background (supervisor pid {pid}, log {log_path})"
         )
         return
     _log_to_stderr()
-    code = supervisor.Supervisor(db, count, queues).run()
+    code = supervisor.Supervisor(db, count, queues, burst).run()
     if code:
         sys.exit(code)  # it gave up on crashing workers, or the store went away
 
@@ -103,8 +113,9 @@ def _default_log(db: str) -> Path:
 @worker.command(hidden=True)
 @click.option("-q", "--queue", "queues", multiple=True, metavar="NAME")
 @click.option("--id", "worker_id", metavar="ID", help="The worker's id (default: random).")
+@click.option("--burst", is_flag=True)
 @click.pass_obj
-def run(obj: Any, queues: tuple[str, ...], worker_id: str | None) -> None:
+def run(obj: Any, queues: tuple[str, ...], worker_id: str | None, burst: bool) -> None:
     """Run one worker in this process (what `start` runs N times)."""
     from queuectl import spec
     from queuectl import worker as worker_module
@@ -114,12 +125,14 @@ def run(obj: Any, queues: tuple[str, ...], worker_id: str | None) -> None:
     if worker_id is not None:
         spec.parse_id(worker_id)
     _log_to_stderr()
-    code = worker_module.run_worker(obj.db, queues, worker_id)
+    code = worker_module.run_worker(obj.db, queues, worker_id, burst)
     if code:
         sys.exit(code)  # its supervisor starts no other: the store went away
 
 
 @worker.command()
+@click.argument("worker_ids", nargs=-1, metavar="[WORKER]...")
+@click.option("--host", help="Only the workers of this host (as `status` shows it).")
 @click.option("--now", is_flag=True, help="Stop running jobs too (they go back to pending).")
 @click.option(
     "--timeout",
@@ -129,13 +142,20 @@ def run(obj: Any, queues: tuple[str, ...], worker_id: str | None) -> None:
     help="Seconds to wait for the workers to exit.",
 )
 @click.pass_obj
-def stop(obj: Any, now: bool, timeout: float) -> None:
-    """Ask every worker (on any host) to stop, and wait until they have."""
+def stop(
+    obj: Any, worker_ids: tuple[str, ...], host: str | None, now: bool, timeout: float
+) -> None:
+    """Ask workers on every host (or these, or one host's) to stop, and wait until they have."""
     from queuectl import spec
 
     timeout = spec.parse_wait(timeout)  # before the stop request is written
+    ids = [spec.parse_job_ref(worker_id) for worker_id in worker_ids]
+    if host is not None and (ids or not host.strip()):
+        raise errors.FieldError("host", "give a host name, or worker ids, not both")
     with obj.store() as store:
-        result = api.stop_workers(store, now=now, timeout=timeout)
+        result = api.stop_workers(
+            store, now=now, timeout=timeout, worker_ids=ids or None, host=host
+        )
     if not result.asked:
         click.echo("no workers running")
         return

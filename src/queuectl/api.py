@@ -50,6 +50,7 @@ def _resolve(
         timeout=timeout,
         cwd=_join_dir(base_dir, item.cwd) if item.cwd else base_dir,
         env=dict(item.env) if item.env else {},
+        tags=item.tags,
     )
 
 

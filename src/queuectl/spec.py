@@ -33,11 +33,14 @@ FIELDS = (
     "queue",
     "cwd",
     "env",
+    "tags",
 )
 _FIELD_SET = frozenset(FIELDS)
 MAX_ID_LENGTH = 200
 INT_RANGE = (-(2**31), 2**31 - 1)
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_TAG_RE = _QUEUE_RE
+MAX_TAGS = 32
 _ENV_NAME_RE = re.compile(r"[^=\x00]+")
 MAX_LIST_LIMIT = 1_000_000
 """The most jobs one `list` prints; SQLite's LIMIT overflows past 2**63 - 1."""
@@ -194,6 +197,26 @@ def parse_queue(value: Any) -> str:
     return text
 
 
+def parse_tag(value: Any) -> str:
+    """Check a tag: 1 to 64 of letters, digits, '_', '.', ':' and '-' (as a queue name)."""
+    text = _string("tags", value)
+    if not _TAG_RE.fullmatch(text):
+        raise _fail(
+            "tags", f"each must be 1-64 letters, digits, '_', '.', ':' or '-' (got {_show(text)})"
+        )
+    return text
+
+
+def parse_tags(value: Any) -> tuple[str, ...]:
+    """Check a job's tags: a list of up to 32 tags (duplicates dropped, order kept)."""
+    if not isinstance(value, list | tuple):
+        raise _fail("tags", f'must be a list of tags like ["nightly", "db"] (got {_show(value)})')
+    tags = tuple(dict.fromkeys(parse_tag(item) for item in value))
+    if len(tags) > MAX_TAGS:
+        raise _fail("tags", f"must be at most {MAX_TAGS} tags (got {len(tags)})")
+    return tags
+
+
 def parse_env(value: Any) -> dict[str, str]:
     """Check an environment mapping of names to string values."""
     if not isinstance(value, Mapping):
@@ -261,12 +284,13 @@ _OPTIONAL: dict[str, Callable[[Any], Any]] = {
     "id": parse_id,
     "priority": lambda v: _integer("priority", v, *INT_RANGE),
     "run_at": parse_run_at,
-    "delay": lambda v: _seconds("delay", v, allow_zero=True),
+    "delay": lambda v: parse_duration("delay", v),
     "max_retries": lambda v: _integer("max_retries", v, 0, 10_000),
     "timeout": lambda v: _seconds("timeout", v, allow_zero=False),
     "queue": parse_queue,
     "cwd": parse_cwd,
     "env": parse_env,
+    "tags": lambda v: parse_tags(v),
 }
 
 

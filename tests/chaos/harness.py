@@ -756,7 +756,7 @@ class ChaosRun:
         ids = [plan.id for plan in batch]
         while True:
             result, refused = self.try_cli("enqueue", "enqueue", "--file", str(path), cwd=self.root)
-            if result.returncode == 0 and result.stdout.strip() == f"enqueued {len(batch)} jobs":
+            if result.returncode == 0 and result.stdout.split() == ids:
                 self.enqueued += ids
                 return
             if not refused:

@@ -181,8 +181,9 @@ def test_file_enqueues_every_line(db: str, store: Store, tmp_path: Path, source:
         result = run_cli(db, "enqueue", "--file", str(path))
     else:
         result = run_cli(db, "enqueue", "--file", "-", input=JSONL)
-    assert ok(result) == "enqueued 3 jobs\n"
+    printed = ok(result).splitlines()
     jobs = all_jobs(store)
+    assert printed == [job.id for job in reversed(jobs)]  # the ids made, one a line, in order
     assert [job.command for job in jobs] == ["echo three", "echo two", "echo one"]
     assert [job.id for job in jobs][1:] == ["f2", "f1"]
     assert GENERATED_ID.fullmatch(jobs[0].id)
@@ -192,7 +193,7 @@ def test_file_enqueues_every_line(db: str, store: Store, tmp_path: Path, source:
 def test_short_file_flag(db: str, store: Store, tmp_path: Path) -> None:
     path = tmp_path / "one.jsonl"
     path.write_text('{"id": "only", "command": "true"}')  # no final newline
-    assert ok(run_cli(db, "enqueue", "-f", str(path))) == "enqueued 1 jobs\n"
+    assert ok(run_cli(db, "enqueue", "-f", str(path))) == "only\n"
     assert stored(store, "only").command == "true"
 
 
@@ -283,3 +284,70 @@ def test_list_json_shows_what_enqueue_stored(db: str, tmp_path: Path) -> None:
         "timeout": None,
     }
     assert (job["attempts"], job["max_retries"], job["worker_id"]) == (0, 3, None)
+
+
+# --- conveniences: durations, local times, tags, the shell's environment, --wait --------------
+
+
+@pytest.mark.parametrize(("delay", "seconds"), [("90", 90), ("10m", 600), ("1h30m", 5400)])
+def test_delay_takes_seconds_or_a_duration(db: str, store: Store, delay: str, seconds: int) -> None:
+    job_id = ok(run_cli(db, "enqueue", "--delay", delay, "--", "true")).strip()
+    job = stored(store, job_id)
+    assert abs((job.run_at - job.created_at).total_seconds() - seconds) < 1
+    in_json = ok(run_cli(db, "enqueue", json.dumps({"command": "true", "delay": delay}))).strip()
+    job = stored(store, in_json)
+    assert abs((job.run_at - job.created_at).total_seconds() - seconds) < 1
+
+
+def test_run_at_without_a_zone_is_local_time(db: str, store: Store, tmp_path: Path) -> None:
+    env_tz = {"TZ": "America/New_York"}
+    import os
+    import subprocess
+
+    from tests.helpers import QUEUECTL
+
+    done = subprocess.run(
+        [QUEUECTL, "--db", db, "enqueue", "--run-at", "2030-06-01 09:00", "--", "true"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env_tz},
+        check=True,
+    )
+    job = stored(store, done.stdout.strip())
+    assert job.run_at == datetime(2030, 6, 1, 13, 0, tzinfo=UTC)  # 09:00 EDT
+
+
+def test_tags_are_stored_and_shown(db: str, store: Store) -> None:
+    job_id = ok(run_cli(db, "enqueue", "-t", "nightly", "--tag", "db", "--", "true")).strip()
+    assert stored(store, job_id).tags == ("nightly", "db")
+    shown = json.loads(ok(run_cli(db, "show", job_id, "--json")))
+    assert shown["tags"] == ["nightly", "db"]
+
+
+def test_inherit_env_snapshots_the_shell_and_env_flags_win(db: str, store: Store) -> None:
+    import os
+    import subprocess
+
+    from tests.helpers import QUEUECTL
+
+    done = subprocess.run(
+        [QUEUECTL, "--db", db, "enqueue", "--inherit-env", "--env", "B=flag", "--", "true"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "A_FROM_SHELL": "yes", "B": "shell"},
+        check=True,
+    )
+    env = stored(store, done.stdout.strip()).env
+    assert (env["A_FROM_SHELL"], env["B"]) == ("yes", "flag")
+    plain = ok(run_cli(db, "enqueue", "--", "true")).strip()
+    assert stored(store, plain).env == {}
+
+
+def test_enqueue_wait_reports_and_exits_with_the_jobs_state(db: str, store: Store) -> None:
+    from tests.helpers import WorkerPool
+
+    with WorkerPool(db, 1):
+        good = run_cli(db, "enqueue", "--id", "good", "--wait", "--", "true")
+        assert (good.returncode, good.stdout) == (0, "good\ngood: completed\n")
+        bad = run_cli(db, "enqueue", "--id", "bad", "--max-retries", "0", "--wait", "--", "false")
+        assert (bad.returncode, bad.stdout) == (1, "bad\nbad: dead\n")

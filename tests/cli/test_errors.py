@@ -116,7 +116,11 @@ JSON_CASES = [
     pytest.param(_cmd(run_at="2030-01-01T09:00:00+25:00"), "run_at", id="run_at-bad-offset"),
     pytest.param(_cmd(run_at="0001-01-01T00:00:00+01:00"), "run_at", id="run_at-before-year-1"),
     pytest.param(_cmd(run_at="2030-01-01T00:00:00Z", delay=5), "delay", id="run_at-and-delay"),
-    pytest.param(_cmd(delay="5"), "delay", id="delay-string"),
+    pytest.param(_cmd(delay="soon"), "delay", id="delay-not-a-duration"),
+    pytest.param(_cmd(delay="10 m"), "delay", id="delay-duration-with-a-space"),
+    pytest.param(_cmd(tags="nightly"), "tags", id="tags-not-a-list"),
+    pytest.param(_cmd(tags=["a b"]), "tags", id="tag-with-a-space"),
+    pytest.param(_cmd(tags=[f"t{n}" for n in range(33)]), "tags", id="too-many-tags"),
     pytest.param(_cmd(delay=-1), "delay", id="delay-negative"),
     pytest.param('{"command": "true", "delay": 1e999}', "delay", id="delay-infinite"),
     pytest.param('{"command": "true", "delay": NaN}', "delay", id="delay-nan"),
@@ -179,8 +183,13 @@ FLAG_CASES = [
     pytest.param(["-c", "x", "--timeout", "inf"], field("timeout"), id="timeout-inf"),
     pytest.param(["-c", "x", "--delay", "-1"], field("delay"), id="delay-negative"),
     pytest.param(["-c", "x", "--delay", "nan"], field("delay"), id="delay-nan"),
+    pytest.param(["-c", "x", "--delay", "1h3"], field("delay"), id="delay-bad-duration"),
+    pytest.param(["-c", "x", "--tag", "no spaces"], field("tags"), id="tag-with-a-space"),
+    pytest.param(["-c", "x", "--run-at", "tomorrow"], field("run_at"), id="run-at-words"),
+    pytest.param(
+        ["-c", "x", "--inherit-env", "--file", "j"], field("inherit-env"), id="inherit-file"
+    ),
     pytest.param(["-c", "x", "--delay", "1e12"], field("delay"), id="delay-past-year-9999"),
-    pytest.param(["-c", "x", "--run-at", "2030-01-01T09:00"], field("run_at"), id="run-at-no-tz"),
     pytest.param(["-c", "x", "--run-at", "tomorrow"], field("run_at"), id="run-at-garbage"),
     pytest.param(
         ["-c", "x", "--run-at", "2030-01-01T09:00Z", "--delay", "1"],

@@ -267,7 +267,7 @@ def test_a_json_lines_file_is_all_or_nothing(
         code, out, err = run(db, ["enqueue", "--file", "-"], stdin="\n".join(lines) + "\n")
         if bad is None:
             assert_accepted(db, code, out, err, [job["command"] for job in jobs])
-            assert out == f"enqueued {len(jobs)} jobs\n"
+            assert len(out.splitlines()) == len(jobs)  # the ids, one a line
         else:
             assert_refused(db, code, out, err)
             assert err.startswith(f"queuectl: error: line {where + 1}: "), err

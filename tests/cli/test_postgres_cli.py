@@ -201,7 +201,7 @@ def test_enqueue_status_list_show(pg_url: str, tmp_path: Path) -> None:
             for i in range(3)
         )
     )
-    assert "enqueued 3 jobs" in ok(queuectl("enqueue", "--file", str(jobs), db=pg_url))
+    assert ok(queuectl("enqueue", "--file", str(jobs), db=pg_url)).split() == ["f0", "f1", "f2"]
 
     status = status_json(pg_url)
     assert status["jobs"]["pending"] == 4

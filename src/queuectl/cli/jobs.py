@@ -45,7 +45,15 @@ def _json_kind(text: str) -> str | None:
 
 def _flags_to_mapping(flags: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
     """Build a job object from flags and the words after `--`."""
-    data = {key: value for key, value in flags.items() if value is not None and key != "env"}
+    data = {
+        key: value
+        for key, value in flags.items()
+        if value is not None and key not in ("env", "tag", "run_at")
+    }
+    if flags.get("tag"):
+        data["tags"] = list(flags["tag"])
+    if flags.get("run_at") is not None:
+        data["run_at"] = _local_time(flags["run_at"])
     if args:
         if "command" in data:
             raise errors.UsageError("command: give it with --command or after --, not both")
@@ -59,6 +67,22 @@ def _flags_to_mapping(flags: dict[str, Any], args: tuple[str, ...]) -> dict[str,
             env[name] = value
         data["env"] = env
     return data
+
+
+def _local_time(text: str) -> str:
+    """--run-at as given, or, without a zone, taken as this machine's local time."""
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return text  # spec.parse_run_at says what is wrong with it
+    if when.tzinfo is None:
+        try:
+            return when.astimezone().isoformat()
+        except (OverflowError, ValueError, OSError):
+            return text
+    return text
 
 
 Numbered = tuple[list[models.JobSpec], list[int] | None]
@@ -122,16 +146,43 @@ def _specs(
 @click.option("--id", "id_", metavar="ID", help="Job id (generated when absent).")
 @click.option("-c", "--command", metavar="CMD", help="Shell command to run with /bin/sh -c.")
 @click.option("-p", "--priority", type=int, help="Higher runs first (default 0).")
-@click.option("--run-at", metavar="TIME", help="ISO-8601 time with timezone to run at.")
-@click.option("--delay", type=float, help="Seconds from now to run at.")
+@click.option(
+    "--run-at",
+    metavar="TIME",
+    help="When to run: ISO-8601, like 2026-12-02T09:00:00Z; without a zone (2026-12-02 09:00) "
+    "it is this machine's local time.",
+)
+@click.option("--delay", metavar="DURATION", help="Run this long from now: 90, 10m, 1h30m, 2d.")
 @click.option("--max-retries", type=int, help="Retries after the first attempt.")
 @click.option("--timeout", type=float, help="Seconds an attempt may run.")
 @click.option("-q", "--queue", metavar="NAME", help="Queue name (default 'default').")
 @click.option("--cwd", metavar="DIR", help="Working directory (default: the current one).")
 @click.option("--env", multiple=True, metavar="KEY=VALUE", help="Extra environment variable.")
+@click.option("-t", "--tag", multiple=True, metavar="NAME", help="A tag (repeatable); list --tag.")
+@click.option(
+    "--inherit-env",
+    is_flag=True,
+    help="Run the job with this shell's whole environment (pueue's way) instead of the "
+    "worker's. It is stored in the queue: secrets in it (tokens, passwords) are readable by "
+    "anyone who can read the queue.",
+)
+@click.option(
+    "-w",
+    "--wait",
+    "wait_",
+    is_flag=True,
+    help="Then wait for the job(s) to finish, as `queuectl wait` (exit 0 if all completed).",
+)
 @click.pass_context
 def enqueue(
-    ctx: click.Context, /, args: tuple[str, ...], file: str | None, id_: str | None, **flags: Any
+    ctx: click.Context,
+    /,
+    args: tuple[str, ...],
+    file: str | None,
+    id_: str | None,
+    inherit_env: bool,
+    wait_: bool,
+    **flags: Any,
 ) -> None:
     """Add a job: JSON, flags, or a command after --.
 
@@ -145,13 +196,20 @@ def enqueue(
     always the command.
     """  # noqa: D301 - click keeps a paragraph unwrapped after a \b (backspace) line, not "\\b"
     after_dd = bool(args) and ctx.meta.get(_AFTER_DD) == args
+    if inherit_env and file is not None:
+        raise errors.UsageError("inherit-env: give it with a job's flags, not with --file")
+    if inherit_env:  # this shell's environment, under the job's own --env values
+        import os
+
+        flags["env"] = (*(f"{k}={v}" for k, v in os.environ.items()), *flags["env"])
     specs, lines = _specs(args, file, {"id": id_, **flags}, after_dd)
     with ctx.obj.store() as store:
         ids = api.enqueue(store, specs, lines=lines)
-    if file is not None:
-        click.echo(f"enqueued {len(ids)} jobs")
-    else:
-        click.echo(ids[0])
+        click.echo("\n".join(ids))  # one a line, for scripts (`xargs queuectl wait`)
+        if wait_:
+            from queuectl.cli import control
+
+            control.report(api.wait(store, ids), as_json=False)
 
 
 @click.command()

@@ -14,7 +14,7 @@ MAX_VALUE_LENGTH = 64
 
 @click.group(name="config")
 def config_group() -> None:
-    """Read and change settings (running workers pick them up within a second)."""
+    """Read and change settings; running workers pick them up."""
 
 
 @config_group.command()

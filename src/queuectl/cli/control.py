@@ -72,9 +72,9 @@ def cancel(
     timeout: str,
     as_json: bool,
 ) -> None:
-    """Cancel jobs: waiting ones at once, running ones stopped by their workers.
+    """Cancel jobs; running ones are stopped by their workers.
 
-    A running job's processes get SIGTERM, then SIGKILL after the grace period; its attempt is
+    Waiting jobs are cancelled at once. A running job's processes get SIGTERM, then SIGKILL after the grace period; its attempt is
     recorded as cancelled and it is not retried. Completed and dead jobs cannot be cancelled.
     """
     ids, parsed, where, _ = _selection(obj, job_ids, states, models.CANCELLABLE, queue)
@@ -115,9 +115,9 @@ def cancel(
 )
 @click.pass_obj
 def kill(obj: Any, job_id: str, sig: str) -> None:
-    """Send a signal to a running job's processes (its whole process tree).
+    """Send a signal to a running job's processes.
 
-    The attempt ends as the signal makes it end, and the retry policy applies as for any
+    Every process of the job gets it, whatever group or session it moved to. The attempt ends as the signal makes it end, and the retry policy applies as for any
     failure; use `cancel` to stop a job for good.
     """
     job_id = spec.parse_job_ref(job_id)
@@ -135,9 +135,9 @@ def kill(obj: Any, job_id: str, sig: str) -> None:
 @click.option("--queue", help="With --state: only this queue's jobs.")
 @click.pass_obj
 def retry(obj: Any, job_ids: tuple[str, ...], states: tuple[str, ...], queue: str | None) -> None:
-    """Run completed, dead or cancelled jobs again, with a fresh retry budget.
+    """Run finished jobs again, with a fresh retry budget.
 
-    Their attempt history is kept; the next attempt is numbered after it.
+    Completed, dead or cancelled jobs go back to pending. Their attempt history is kept; the next attempt is numbered after it.
     """
     ids, parsed, where, _ = _selection(obj, job_ids, states, models.RETRYABLE, queue)
     with obj.store() as store:
@@ -179,9 +179,9 @@ def delete(
 @click.option("--json", "as_json", is_flag=True, help="Print each job's final state as JSON.")
 @click.pass_obj
 def wait(obj: Any, job_ids: tuple[str, ...], timeout: str | None, as_json: bool) -> None:
-    """Wait until each job is completed, dead or cancelled, and print its state.
+    """Wait for jobs to finish, and print their states.
 
-    Exit 0 when all completed, 1 when any did not, 124 when the timeout passed first.
+    Finished: completed, dead or cancelled. Exit 0 when all completed, 1 when any did not, 124 when the timeout passed first.
     """
     ids = [spec.parse_job_ref(job_id) for job_id in job_ids]
     limit = None if timeout is None else spec.parse_duration("timeout", timeout)
@@ -208,9 +208,9 @@ def report(result: api.WaitResult, as_json: bool) -> None:
 @click.option("--all", "all_", is_flag=True, help="Every queue that has jobs now.")
 @click.pass_obj
 def pause(obj: Any, queues: tuple[str, ...], all_: bool) -> None:
-    """Stop workers on every host from taking these queues' jobs; running ones finish.
+    """Hold queues: no worker takes their jobs.
 
-    Kept in the store: it holds across worker restarts until `queuectl resume`.
+    Running jobs finish. Kept in the store: it holds across worker restarts until `queuectl resume`.
     """
     if bool(queues) == all_:
         raise errors.UsageError("queue: name the queues to pause, or give --all (not both)")

@@ -269,9 +269,10 @@ def show(obj: Any, job_id: str, as_json: bool) -> None:
 @click.option("--stderr", "stream", flag_value="stderr", help="Only stderr, raw: no headers.")
 @click.pass_obj
 def logs(obj: Any, job_id: str, attempt: int | None, follow: bool, stream: str | None) -> None:
-    """The output of a job's running attempt so far, or of its latest (or --attempt N).
+    """A job's output: the running attempt's so far, or the latest.
 
-    A running job's worker saves its output as it goes, at most once a second.
+    --attempt N shows an earlier one. A running job's worker saves its output as it goes, at
+    most once a second.
     """
     from queuectl.cli import output
 

@@ -68,8 +68,9 @@ def start(
     log_file: str | None,
     burst: bool,
 ) -> None:
-    """Run --count workers under one supervisor, in the foreground unless --detach.
+    """Run workers under one supervisor, in the foreground or --detach.
 
+    --count workers run at once; a worker that crashes is replaced.
     Ctrl+C (or SIGTERM) stops them gracefully: each finishes its job first. A second Ctrl+C
     stops running jobs at once and puts them back to pending.
     """
@@ -145,7 +146,10 @@ def run(obj: Any, queues: tuple[str, ...], worker_id: str | None, burst: bool) -
 def stop(
     obj: Any, worker_ids: tuple[str, ...], host: str | None, now: bool, timeout: float
 ) -> None:
-    """Ask workers on every host (or these, or one host's) to stop, and wait until they have."""
+    """Stop workers on every host, and wait until they have.
+
+    Or only the workers named, or only those of --host.
+    """
     from queuectl import spec
 
     timeout = spec.parse_wait(timeout)  # before the stop request is written

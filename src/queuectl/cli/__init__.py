@@ -60,6 +60,7 @@ COMMANDS = {
     "worker": "queuectl.cli.workers:worker",
     "dlq": "queuectl.cli.dlq:dlq",
     "config": "queuectl.cli.config_cmd:config_group",
+    "completion": "queuectl.cli.completion:completion",
 }
 """Each command and where it lives; a module is imported only when its command runs."""
 

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from queuectl import api, config, errors
+from queuectl.cli import completion as complete
 
 MAX_VALUE_LENGTH = 64
 """No setting's value is longer (1073741824, 0.000001); a longer one is refused unparsed."""
@@ -18,7 +19,7 @@ def config_group() -> None:
 
 
 @config_group.command()
-@click.argument("key", required=False)
+@click.argument("key", required=False, shell_complete=complete.config_keys)
 @click.pass_obj
 def get(obj: Any, key: str | None) -> None:
     """Print one setting's value, or every setting."""
@@ -32,7 +33,7 @@ def get(obj: Any, key: str | None) -> None:
 
 
 @config_group.command(name="set", context_settings={"ignore_unknown_options": True})
-@click.argument("key")
+@click.argument("key", shell_complete=complete.config_keys)
 @click.argument("value")
 @click.pass_obj
 def set_(obj: Any, key: str, value: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from queuectl import api, errors, models, spec
+from queuectl.cli import completion as complete
 
 EXIT_TIMEOUT = 124
 """`wait`'s exit code when its timeout passed first (as timeout(1)'s)."""
@@ -52,9 +53,17 @@ def _states_help(allowed: Sequence[models.JobState]) -> str:
 
 
 @click.command()
-@click.argument("job_ids", nargs=-1, metavar="[JOB]...")
-@click.option("--state", "states", multiple=True, help=_states_help(models.CANCELLABLE))
-@click.option("--queue", help="With --state: only this queue's jobs.")
+@click.argument("job_ids", nargs=-1, metavar="[JOB]...", shell_complete=complete.job_ids)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    shell_complete=complete.states,
+    help=_states_help(models.CANCELLABLE),
+)
+@click.option(
+    "--queue", shell_complete=complete.queues, help="With --state: only this queue's jobs."
+)
 @click.option(
     "--timeout",
     default=str(CANCEL_WAIT),
@@ -74,8 +83,9 @@ def cancel(
 ) -> None:
     """Cancel jobs; running ones are stopped by their workers.
 
-    Waiting jobs are cancelled at once. A running job's processes get SIGTERM, then SIGKILL after the grace period; its attempt is
-    recorded as cancelled and it is not retried. Completed and dead jobs cannot be cancelled.
+    Waiting jobs are cancelled at once. A running job's processes get SIGTERM, then SIGKILL
+    after the grace period; its attempt is recorded as cancelled and it is not retried.
+    Completed and dead jobs cannot be cancelled.
     """
     ids, parsed, where, _ = _selection(obj, job_ids, states, models.CANCELLABLE, queue)
     wait_for = spec.parse_duration("timeout", timeout)
@@ -109,7 +119,7 @@ def cancel(
 
 
 @click.command()
-@click.argument("job_id", metavar="JOB")
+@click.argument("job_id", metavar="JOB", shell_complete=complete.job_ids)
 @click.option(
     "-s", "--signal", "sig", default="TERM", show_default=True, help="Signal name or number."
 )
@@ -117,8 +127,9 @@ def cancel(
 def kill(obj: Any, job_id: str, sig: str) -> None:
     """Send a signal to a running job's processes.
 
-    Every process of the job gets it, whatever group or session it moved to. The attempt ends as the signal makes it end, and the retry policy applies as for any
-    failure; use `cancel` to stop a job for good.
+    Every process of the job gets it, whatever group or session it moved to. The attempt
+    ends as the signal makes it end, and the retry policy applies as for any failure; use
+    `cancel` to stop a job for good.
     """
     job_id = spec.parse_job_ref(job_id)
     signum = spec.parse_signal(sig)
@@ -130,14 +141,23 @@ def kill(obj: Any, job_id: str, sig: str) -> None:
 
 
 @click.command()
-@click.argument("job_ids", nargs=-1, metavar="[JOB]...")
-@click.option("--state", "states", multiple=True, help=_states_help(models.RETRYABLE))
-@click.option("--queue", help="With --state: only this queue's jobs.")
+@click.argument("job_ids", nargs=-1, metavar="[JOB]...", shell_complete=complete.job_ids)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    shell_complete=complete.states,
+    help=_states_help(models.RETRYABLE),
+)
+@click.option(
+    "--queue", shell_complete=complete.queues, help="With --state: only this queue's jobs."
+)
 @click.pass_obj
 def retry(obj: Any, job_ids: tuple[str, ...], states: tuple[str, ...], queue: str | None) -> None:
     """Run finished jobs again, with a fresh retry budget.
 
-    Completed, dead or cancelled jobs go back to pending. Their attempt history is kept; the next attempt is numbered after it.
+    Completed, dead or cancelled jobs go back to pending. Their attempt history is kept; the
+    next attempt is numbered after it.
     """
     ids, parsed, where, _ = _selection(obj, job_ids, states, models.RETRYABLE, queue)
     with obj.store() as store:
@@ -146,9 +166,17 @@ def retry(obj: Any, job_ids: tuple[str, ...], states: tuple[str, ...], queue: st
 
 
 @click.command()
-@click.argument("job_ids", nargs=-1, metavar="[JOB]...")
-@click.option("--state", "states", multiple=True, help=_states_help(models.DELETABLE))
-@click.option("--queue", help="With --state: only this queue's jobs.")
+@click.argument("job_ids", nargs=-1, metavar="[JOB]...", shell_complete=complete.job_ids)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    shell_complete=complete.states,
+    help=_states_help(models.DELETABLE),
+)
+@click.option(
+    "--queue", shell_complete=complete.queues, help="With --state: only this queue's jobs."
+)
 @click.option(
     "--older-than",
     metavar="AGE",
@@ -172,7 +200,9 @@ def delete(
 
 
 @click.command()
-@click.argument("job_ids", nargs=-1, required=True, metavar="JOB...")
+@click.argument(
+    "job_ids", nargs=-1, required=True, metavar="JOB...", shell_complete=complete.job_ids
+)
 @click.option(
     "--timeout", metavar="SECONDS", help="Give up after this long (exit 124): 90, 10m, 1h."
 )
@@ -181,7 +211,8 @@ def delete(
 def wait(obj: Any, job_ids: tuple[str, ...], timeout: str | None, as_json: bool) -> None:
     """Wait for jobs to finish, and print their states.
 
-    Finished: completed, dead or cancelled. Exit 0 when all completed, 1 when any did not, 124 when the timeout passed first.
+    Finished: completed, dead or cancelled. Exit 0 when all completed, 1 when any did not,
+    124 when the timeout passed first.
     """
     ids = [spec.parse_job_ref(job_id) for job_id in job_ids]
     limit = None if timeout is None else spec.parse_duration("timeout", timeout)
@@ -204,7 +235,7 @@ def report(result: api.WaitResult, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("queues", nargs=-1, metavar="[QUEUE]...")
+@click.argument("queues", nargs=-1, metavar="[QUEUE]...", shell_complete=complete.queues)
 @click.option("--all", "all_", is_flag=True, help="Every queue that has jobs now.")
 @click.pass_obj
 def pause(obj: Any, queues: tuple[str, ...], all_: bool) -> None:
@@ -223,7 +254,7 @@ def pause(obj: Any, queues: tuple[str, ...], all_: bool) -> None:
 
 
 @click.command()
-@click.argument("queues", nargs=-1, metavar="[QUEUE]...")
+@click.argument("queues", nargs=-1, metavar="[QUEUE]...", shell_complete=complete.queues)
 @click.option("--all", "all_", is_flag=True, help="Every paused queue.")
 @click.pass_obj
 def resume(obj: Any, queues: tuple[str, ...], all_: bool) -> None:

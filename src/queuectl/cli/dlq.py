@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from queuectl import api, errors, models, spec
+from queuectl.cli import completion as complete
 from queuectl.cli import render
 
 
@@ -28,7 +29,7 @@ def list_dead(obj: Any, limit: int, as_json: bool) -> None:
 
 
 @dlq.command()
-@click.argument("job_ids", nargs=-1, metavar="JOB...")
+@click.argument("job_ids", nargs=-1, metavar="JOB...", shell_complete=complete.job_ids)
 @click.option("--all", "all_", is_flag=True, help="Retry every dead job.")
 @click.pass_obj
 def retry(obj: Any, job_ids: tuple[str, ...], all_: bool) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from queuectl import api, errors, models, spec
+from queuectl.cli import completion as complete
 
 STATES = [state.value for state in models.JobState]
 _AFTER_DD = "queuectl.after_double_dash"
@@ -155,7 +156,13 @@ def _specs(
 @click.option("--delay", metavar="DURATION", help="Run this long from now: 90, 10m, 1h30m, 2d.")
 @click.option("--max-retries", type=int, help="Retries after the first attempt.")
 @click.option("--timeout", type=float, help="Seconds an attempt may run.")
-@click.option("-q", "--queue", metavar="NAME", help="Queue name (default 'default').")
+@click.option(
+    "-q",
+    "--queue",
+    metavar="NAME",
+    shell_complete=complete.queues,
+    help="Queue name (default 'default').",
+)
 @click.option("--cwd", metavar="DIR", help="Working directory (default: the current one).")
 @click.option("--env", multiple=True, metavar="KEY=VALUE", help="Extra environment variable.")
 @click.option("-t", "--tag", multiple=True, metavar="NAME", help="A tag (repeatable); list --tag.")
@@ -225,8 +232,15 @@ def status(obj: Any, as_json: bool) -> None:
 
 
 @click.command(name="list")
-@click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
-@click.option("-q", "--queue", metavar="NAME", help="Only jobs of this queue.")
+@click.option(
+    "--state",
+    type=click.Choice(STATES),
+    shell_complete=complete.states,
+    help="Only jobs in this state.",
+)
+@click.option(
+    "-q", "--queue", metavar="NAME", shell_complete=complete.queues, help="Only jobs of this queue."
+)
 @click.option("-n", "--limit", type=int, default=50, show_default=True, help="At most this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
@@ -242,7 +256,7 @@ def list_(obj: Any, state: str | None, queue: str | None, limit: int, as_json: b
 
 
 @click.command()
-@click.argument("job_id", metavar="JOB")
+@click.argument("job_id", metavar="JOB", shell_complete=complete.job_ids)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def show(obj: Any, job_id: str, as_json: bool) -> None:
@@ -256,7 +270,7 @@ def show(obj: Any, job_id: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("job_id", metavar="JOB")
+@click.argument("job_id", metavar="JOB", shell_complete=complete.job_ids)
 @click.option("-a", "--attempt", type=int, help="Attempt number (default: the running or latest).")
 @click.option(
     "-f",

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from queuectl import api, errors
+from queuectl.cli import completion as complete
 
 
 def _log_to_stderr() -> None:
@@ -45,6 +46,7 @@ def worker() -> None:
     "queues",
     multiple=True,
     metavar="NAME",
+    shell_complete=complete.queues,
     help="Only take jobs of this queue (repeatable; default: all queues).",
 )
 @click.option("-d", "--detach", is_flag=True, help="Run in the background and return.")

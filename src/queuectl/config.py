@@ -29,6 +29,8 @@ OUTPUT_LIMIT = 1024 * 1024
 LEASE = 30.0
 """Seconds a claim stays valid without a heartbeat; a dead worker's job is recovered after it."""
 
+KEEP_FINISHED = 7 * 86400.0
+"""Seconds completed and cancelled jobs are kept before workers delete them; 0 keeps them."""
 MAX_SECONDS = 10 * 365 * 86400
 """The longest duration any setting, delay or job timeout accepts: ten years."""
 MAX_OUTPUT_LIMIT = 1024**3
@@ -70,6 +72,40 @@ def _between(low: float, high: float) -> Callable[[str, str], float]:
     return parse
 
 
+_DURATION_RE = re.compile(
+    r"(?:([0-9]+(?:\.[0-9]+)?)d)?(?:([0-9]+(?:\.[0-9]+)?)h)?"
+    r"(?:([0-9]+(?:\.[0-9]+)?)m)?(?:([0-9]+(?:\.[0-9]+)?)s)?"
+)
+_DURATION_UNITS = (86_400, 3_600, 60, 1)
+
+
+def duration_seconds(text: str) -> float | None:
+    """Seconds in `90`, `1.5`, `10m`, `1h30m`, `7d`; None when `text` is none of these."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    match = _DURATION_RE.fullmatch(text)
+    if not text or match is None or not any(match.groups()):
+        return None
+    return sum(
+        float(part) * unit
+        for part, unit in zip(match.groups(), _DURATION_UNITS, strict=True)
+        if part
+    )
+
+
+def _duration(text: str, key: str) -> float:
+    if len(text) > 32 or (value := duration_seconds(text)) is None or not math.isfinite(value):
+        raise errors.FieldError(
+            key, f'must be a duration like 3600, 12h or 7d, 0 for ever (got "{text}")'
+        )
+    if not 0 <= value <= MAX_SECONDS:
+        raise errors.FieldError(key, f'must be from 0 (keep for ever) to 10 years (got "{text}")')
+    return value
+
+
 def _count(text: str, key: str) -> int:
     try:
         value = int(text.strip())
@@ -104,6 +140,8 @@ class Config:
     poll_interval: float = POLL_INTERVAL
     output_limit: int = OUTPUT_LIMIT
     lease: float = LEASE
+    keep_completed: float = KEEP_FINISHED
+    keep_cancelled: float = KEEP_FINISHED
 
 
 PARSERS: dict[str, Callable[[str, str], float | int]] = {
@@ -115,6 +153,8 @@ PARSERS: dict[str, Callable[[str, str], float | int]] = {
     "poll_interval": _between(0.01, 3600.0),
     "output_limit": _size,
     "lease": _between(1.0, 86400.0),
+    "keep_completed": _duration,
+    "keep_cancelled": _duration,
 }
 KEYS = field_names(Config)
 

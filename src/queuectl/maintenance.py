@@ -5,6 +5,8 @@ within a second of its lease running out even while every live worker is busy:
 - every SWEEP_INTERVAL: reload the config (running workers pick up changes); rescue expired
   claims, first killing what is left of their jobs on this host, so a job never runs twice at
   the same time here; forget workers past their own deadline (never this one);
+- every PURGE_INTERVAL: retention, deleting completed and cancelled jobs older than
+  keep_completed / keep_cancelled in windows of PURGE_WINDOW seqs, for at most PURGE_BUDGET;
 - every TICK: stop the worker when its store was deleted or replaced; the storage upkeep
   (SQLite: checkpoints) that the claim-run-finish connection leaves to this thread.
 Like the heartbeat, it survives any error: it logs once and tries again.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 from typing import Protocol
 
 from queuectl import config, errors, models, outage, proctree, retry, store, storethread
@@ -26,6 +29,12 @@ TICK = storethread.TICK
 SWEEP_INTERVAL = 1.0
 """Seconds between looks for expired leases, dead workers, config changes and a replaced store."""
 RESCUE_BATCH = 20
+PURGE_INTERVAL = 10.0
+"""Seconds between two retention passes of one worker."""
+PURGE_WINDOW = 2000
+"""Seqs one retention transaction looks at: it deletes at most as many jobs."""
+PURGE_BUDGET = 0.05
+"""Seconds one retention pass may take, window after window, before it yields till the next."""
 
 
 class Owner(Protocol):
@@ -66,6 +75,9 @@ class Maintenance(storethread.StoreThread):
         super().__init__(owner.exiting, location, owner.store_outage)
         self.owner = owner
         self.next_sweep = 0.0
+        self.next_purge = 0.0  # at the first sweep: a worker started to clean up does at once
+        self.purge_after = 0
+        """The seq after which the next retention step looks."""
         self._upkeep_outage = outage.Outage(log, f"worker {owner.info.id}: checkpoint")
 
     def ready(self) -> bool:
@@ -98,6 +110,34 @@ class Maintenance(storethread.StoreThread):
         for claim in db.expired_claims(RESCUE_BATCH):
             self.rescue(db, claim)
         db.prune_workers(exclude=self.owner.info.id)
+        if time.monotonic() >= self.next_purge:
+            self.next_purge = time.monotonic() + PURGE_INTERVAL
+            self.purge(db)
+
+    def purge(self, db: store.Store) -> int:
+        """Delete finished jobs past their retention, a window at a time, within the budget."""
+        cfg = self.owner.cfg
+        now = db.now()
+        keep = {
+            models.JobState.COMPLETED: cfg.keep_completed,
+            models.JobState.CANCELLED: cfg.keep_cancelled,
+        }
+        before = {state: now - timedelta(seconds=s) for state, s in keep.items() if s > 0}
+        if not before:
+            return 0
+        deleted = 0
+        ends = time.monotonic() + PURGE_BUDGET
+        while True:
+            step = db.purge_finished(self.purge_after, PURGE_WINDOW, before)
+            deleted += step.deleted
+            self.purge_after = step.next_after
+            if step.next_after == 0 or time.monotonic() >= ends:
+                break
+        if deleted:
+            log.debug(
+                "worker %s: deleted %d finished job(s) past retention", self.owner.info.id, deleted
+            )
+        return deleted
 
     def rescue(self, db: store.Store, claim: models.Claim) -> bool:
         """Recover one expired claim: kill what is left of its attempt here, then retry it."""

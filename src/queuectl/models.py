@@ -245,6 +245,16 @@ class LiveOutput:
 
 
 @record
+class PurgeStep:
+    """One retention step: how many jobs it deleted, and where the next step starts."""
+
+    deleted: int
+    next_after: int
+    """The seq after which the next step looks; 0: back to the start (nothing past here is old
+    enough yet)."""
+
+
+@record
 class JobFilter:
     """Which jobs `list` shows. None means any."""
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from queuectl import errors, models
-from queuectl.config import MAX_SECONDS
+from queuectl.config import MAX_SECONDS, duration_seconds
 
 FIELDS = (
     "id",
@@ -407,31 +407,16 @@ def parse_job_ref(value: Any) -> str:
     return text
 
 
-_DURATION_RE = re.compile(
-    r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
-    r"(?:(\d+(?:\.\d+)?)s)?"
-)
-_DURATION_UNITS = (86_400, 3_600, 60, 1)
-
-
 def parse_duration(name: str, value: Any, *, allow_zero: bool = True) -> float:
     """Check a duration: seconds (`90`, `1.5`) or units (`10m`, `1h30m`, `7d`, `2d12h`)."""
     if isinstance(value, str):
-        text = value.strip()
-        with contextlib.suppress(ValueError):
-            return _seconds(name, float(text), allow_zero=allow_zero)
-        match = _DURATION_RE.fullmatch(text)
-        if not text or match is None or not any(match.groups()):
+        seconds = duration_seconds(value) if len(value) <= _SHOWN else None
+        if seconds is None:
             raise _fail(
                 name,
                 f"must be seconds or a duration like 90, 10m, 1h30m or 7d (got {_show(value)})",
             )
-        total = sum(
-            float(part) * unit
-            for part, unit in zip(match.groups(), _DURATION_UNITS, strict=True)
-            if part
-        )
-        return _seconds(name, total, allow_zero=allow_zero)
+        return _seconds(name, seconds, allow_zero=allow_zero)
     return _seconds(name, value, allow_zero=allow_zero)
 
 

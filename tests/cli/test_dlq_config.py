@@ -21,6 +21,8 @@ DEFAULTS = {
     "poll_interval": "1",
     "output_limit": "1048576",
     "lease": "30",
+    "keep_completed": "604800",
+    "keep_cancelled": "604800",
 }
 
 

@@ -174,6 +174,30 @@ def test_delete_removes_finished_jobs_and_refuses_a_running_one(
     assert ok(run_cli(db, "delete", running)) == "deleted 1 job(s): r\n"
 
 
+def test_workers_delete_finished_jobs_past_their_retention(db: str, store: Store):
+    done = [enqueue_one(store, id=f"c{n}", command="true") for n in range(3)]
+    dead = enqueue_one(store, id="dead", command="false", max_retries=0)
+    gone = enqueue_one(store, id="gone", command="true", delay=3600)
+    ok(run_cli(db, "cancel", gone))
+    with WorkerPool(db, 1):
+        for job_id in done:
+            _wait_state(store, job_id, JobState.COMPLETED)
+        _wait_state(store, dead, JobState.DEAD)
+    ok(run_cli(db, "config", "set", "keep_completed", "1s"))
+    ok(run_cli(db, "config", "set", "keep_cancelled", "0"))  # kept for ever
+    finished = max(state.updated_at for state in map(store.get_job, done) if state)
+    wait_until(lambda: (store.now() - finished).total_seconds() > 1.1, message="a second to pass")
+    with WorkerPool(db, 1):  # a worker purges at its first sweep, then every 10 s
+        wait_until(
+            lambda: all(store.get_job(job_id) is None for job_id in done),
+            timeout=20,
+            message="completed jobs deleted",
+        )
+    assert store.attempts("c0") == []
+    assert state_of(store, dead) is JobState.DEAD
+    assert state_of(store, gone) is JobState.CANCELLED
+
+
 # --- wait ------------------------------------------------------------------------------------
 
 

@@ -230,6 +230,42 @@ def test_delete_by_state_and_age(store):
     ]
 
 
+# --- retention -------------------------------------------------------------------------------
+
+
+def test_purge_deletes_old_finished_jobs_window_by_window_and_keeps_the_rest(store):
+    store.enqueue(
+        [new_job(f"c{n}") for n in range(5)] + [new_job("x"), new_job("d", max_retries=0)]
+    )
+    for _ in range(5):
+        assert finish(store, must_claim(store))[0]
+    store.cancel(Selection(ids=("x",)))
+    kill(store, "d")
+    store.enqueue([new_job("p", run_at=datetime.now(UTC) + timedelta(hours=1))])
+    first = job(store, "c0").seq
+    later = store.now() + timedelta(seconds=1)
+    before = {JobState.COMPLETED: later}  # cancelled jobs are kept
+    step = store.purge_finished(first - 1, 2, before)
+    assert (step.deleted, step.next_after) == (2, first + 1)
+    assert [store.get_job(f"c{n}") is None for n in range(5)] == [True, True, False, False, False]
+    step = store.purge_finished(step.next_after, 100, before)
+    assert step.deleted == 3
+    assert step.next_after == 0  # nothing beyond: back to the start next time
+    assert {j.id for j in store.list_jobs(models.JobFilter(), 10)} == {"x", "d", "p"}
+    assert store.purge_finished(0, 100, {JobState.CANCELLED: later}).deleted == 1
+    assert store.attempts("c0") == []
+    assert job(store, "d").state is JobState.DEAD  # dead jobs are kept until retried or deleted
+
+
+def test_purge_starts_over_when_the_rest_is_too_new(store):
+    store.enqueue([new_job("old"), new_job("new")])
+    old = must_claim(store)
+    assert finish(store, old)[0]
+    cutoff = store.now() - timedelta(hours=1)  # both were created after it
+    step = store.purge_finished(0, job(store, "old").seq, {JobState.COMPLETED: cutoff})
+    assert (step.deleted, step.next_after) == (0, 0)
+
+
 # --- pause and resume -------------------------------------------------------------------------
 
 

@@ -159,7 +159,7 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
         st.integers(max_value=0),
     ),
     "delay": st.one_of(
-        _NOT_NUMBERS,
+        _NOT_NUMBERS.filter(lambda v: not isinstance(v, str) or _bad_duration(v)),
         _NON_FINITE,
         _HUGE,
         st.floats(max_value=-1e-9, allow_nan=False),
@@ -185,6 +185,15 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
         ),
     ),
 }
+
+
+def _bad_duration(text: str) -> bool:
+    """Whether a string is no valid delay (a delay may be "90", "10m", "1h30m")."""
+    try:
+        spec.parse_duration("delay", text)
+    except errors.FieldError:
+        return True
+    return False
 
 
 @given(valid_jobs(), st.sampled_from(sorted(INVALID)), st.data())

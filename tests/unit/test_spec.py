@@ -175,7 +175,7 @@ def test_commands_are_kept_verbatim(command):
         ({"command": "x", "timeout_sec": "10"}, "timeout_sec"),
         # delay
         ({"command": "x", "delay": -1}, "delay"),
-        ({"command": "x", "delay": "5"}, "delay"),
+        ({"command": "x", "delay": "5 minutes"}, "delay"),
         ({"command": "x", "delay": True}, "delay"),
         ({"command": "x", "delay": float("inf")}, "delay"),
         ({"command": "x", "delay": 5, "run_at": "2026-01-31T09:00:00Z"}, "delay"),

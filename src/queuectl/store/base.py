@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -177,6 +177,15 @@ class Store(Protocol):
 
     def delete(self, selection: models.Selection) -> list[str]:
         """Remove jobs that are not running, with their attempts. Returns the ids removed."""
+
+    def purge_finished(
+        self, after: int, window: int, before: Mapping[models.JobState, datetime]
+    ) -> models.PurgeStep:
+        """Retention: delete old completed and cancelled jobs of one seq window, with attempts.
+
+        The window is seq in (after, after + window]; a job goes when it finished before its
+        state's cutoff in `before` (a state left out is kept).
+        """
 
     def pause(self, queues: Sequence[str]) -> None:
         """Stop claims from taking these queues' jobs (running ones finish)."""

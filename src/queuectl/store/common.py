@@ -7,7 +7,7 @@ jsonb/arrays, already decoded). A backend hands its two decoders to Decode; the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -151,6 +151,19 @@ def states_for(selection: models.Selection, allowed: Sequence[models.JobState]) 
     """The states an action on `selection` touches: those it applies to that the selection names."""
     wanted = allowed if selection.states is None else selection.states
     return [state.value for state in allowed if state in wanted]
+
+
+def next_purge(
+    upto: int, following_created: datetime | None, before: Mapping[models.JobState, datetime]
+) -> int:
+    """Where the next retention step starts: past this window, or back at the start.
+
+    Back at the start when no job beyond the window was created before the latest cutoff: none
+    there can have finished early enough.
+    """
+    if following_created is None or not before or following_created >= max(before.values()):
+        return 0
+    return upto
 
 
 def has_nul(job: models.NewJob) -> bool:

@@ -383,3 +383,17 @@ SELECT key, value FROM config;
 -- Store one config value.
 INSERT INTO config (key, value) VALUES (%(key)s, %(value)s)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: purge_finished :rowcount
+-- Retention: delete completed and cancelled jobs in one seq window that finished before their
+-- state's cutoff (NULL: keep them), with their attempts. A window of the primary key bounds
+-- the work of one transaction, however many jobs the table holds.
+DELETE FROM jobs
+ WHERE seq > %(after)s
+   AND seq <= %(upto)s
+   AND ((state = 'completed' AND updated_at < %(completed_before)s::timestamptz)
+        OR (state = 'cancelled' AND updated_at < %(cancelled_before)s::timestamptz));
+
+-- name: select_created_after :one
+-- When the first job past a seq was created (a job created after a cutoff finished after it).
+SELECT created_at FROM jobs WHERE seq > %(upto)s ORDER BY seq LIMIT 1;

@@ -12,7 +12,7 @@ All SQL is in queries.sql beside this file.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -418,6 +418,24 @@ class PostgresStore:
             params = self._selected(conn, selection, models.DELETABLE)
             rows = conn.execute(_Q["delete_jobs"], params).fetchall()
         return [row["id"] for row in rows]
+
+    def purge_finished(
+        self, after: int, window: int, before: Mapping[models.JobState, datetime]
+    ) -> models.PurgeStep:
+        upto = after + window
+        params = {
+            "after": after,
+            "upto": upto,
+            "completed_before": before.get(models.JobState.COMPLETED),
+            "cancelled_before": before.get(models.JobState.CANCELLED),
+        }
+        with self._transaction() as conn:
+            deleted = conn.execute(_Q["purge_finished"], params).rowcount
+            row = conn.execute(_Q["select_created_after"], {"upto": upto}).fetchone()
+        following = None if row is None else row["created_at"]
+        return models.PurgeStep(
+            deleted=deleted, next_after=common.next_purge(upto, following, before)
+        )
 
     def pause(self, queues: Sequence[str]) -> None:
         with self._transaction() as conn:

@@ -365,3 +365,17 @@ SELECT key, value FROM queuectl_config;
 -- Store one config value.
 INSERT INTO queuectl_config (key, value) VALUES (:key, :value)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: purge_finished :rowcount
+-- Retention: delete completed and cancelled jobs in one seq window that finished before their
+-- state's cutoff (NULL: keep them), with their attempts. A window of the primary key bounds
+-- the work of one transaction, however many jobs the table holds.
+DELETE FROM queuectl_jobs
+ WHERE seq > :after
+   AND seq <= :upto
+   AND ((state = 'completed' AND updated_at < :completed_before)
+        OR (state = 'cancelled' AND updated_at < :cancelled_before));
+
+-- name: select_created_after :one
+-- When the first job past a seq was created (a job created after a cutoff finished after it).
+SELECT created_at FROM queuectl_jobs WHERE seq > :upto ORDER BY seq LIMIT 1;

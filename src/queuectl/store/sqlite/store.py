@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -524,6 +524,25 @@ class SqliteStore:
             ids, states = self._selected(selection, models.DELETABLE)
             rows = self._all("delete_jobs", ids=ids, states=states)
         return [row["id"] for row in rows]
+
+    def purge_finished(
+        self, after: int, window: int, before: Mapping[models.JobState, datetime]
+    ) -> models.PurgeStep:
+        upto = after + window
+        cutoffs = {state: _us(when) for state, when in before.items()}
+        with self._write():
+            deleted = self._run(
+                "purge_finished",
+                after=after,
+                upto=upto,
+                completed_before=cutoffs.get(models.JobState.COMPLETED),
+                cancelled_before=cutoffs.get(models.JobState.CANCELLED),
+            )
+            row = self._one("select_created_after", upto=upto)
+        following = None if row is None else _dt(row["created_at"])
+        return models.PurgeStep(
+            deleted=deleted, next_after=common.next_purge(upto, following, before)
+        )
 
     def pause(self, queues: Sequence[str]) -> None:
         with self._write():

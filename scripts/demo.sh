@@ -45,15 +45,13 @@ step "enqueue four jobs"
 step "start 2 workers in the background"
 "$QUEUECTL" worker start --count 2 --detach --log demo/worker.log
 
-step "wait until every job is completed or dead"
-deadline=$((SECONDS + 60))
-until "$QUEUECTL" status --json | python3 -c '
-import json, sys
-jobs = json.load(sys.stdin)["jobs"]
-sys.exit(0 if jobs["pending"] + jobs["processing"] + jobs["failed"] == 0 else 1)'; do
-  if ((SECONDS > deadline)); then echo "demo: jobs did not finish in 60s" >&2; exit 1; fi
-  sleep 0.2
-done
+step "wait until every job is completed or dead (flaky ends dead: wait exits 1)"
+"$QUEUECTL" wait hello flaky slow urgent --timeout 60 || [[ $? -eq 1 ]]
+
+step "cancel a job that would run for a minute"
+"$QUEUECTL" enqueue --id long -- sleep 60
+until [[ "$("$QUEUECTL" show long --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')" == processing ]]; do sleep 0.1; done
+"$QUEUECTL" cancel long
 
 step "status"
 "$QUEUECTL" status

@@ -114,12 +114,28 @@ def list_jobs(
     state: models.JobState | None = None,
     queue: str | None = None,
     limit: int = 50,
+    *,
+    states: Sequence[models.JobState] = (),
+    queues: Sequence[str] = (),
+    tag: str | None = None,
+    search: str | None = None,
 ) -> list[models.Job]:
-    """Jobs newest first, optionally of one state and queue. Raises FieldError for a bad limit."""
+    """Jobs newest first, filtered by states, queues, a tag and text in the id or command.
+
+    Raises FieldError for a bad limit, queue or tag.
+    """
     limit = spec.parse_limit(limit)
     if queue is not None:
         queue = spec.parse_queue(queue)
-    return store.list_jobs(models.JobFilter(state=state, queue=queue), limit)
+    where = models.JobFilter(
+        state=state,
+        queue=queue,
+        states=tuple(states),
+        queues=tuple(spec.parse_queue(name) for name in queues),
+        tag=None if tag is None else spec.parse_tag(tag),
+        search=search or None,
+    )
+    return store.list_jobs(where, limit)
 
 
 def get_job(store: Store, job_id: str) -> models.Job:

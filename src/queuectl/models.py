@@ -256,10 +256,28 @@ class PurgeStep:
 
 @record
 class JobFilter:
-    """Which jobs `list` shows. None means any."""
+    """Which jobs `list` shows. None (or empty) means any.
+
+    A job matches when it is in one of the states (`state` and `states` together), of one of
+    the queues, carries `tag`, and has `search` in its id or command.
+    """
 
     state: JobState | None = None
     queue: str | None = None
+    states: tuple[JobState, ...] = ()
+    queues: tuple[str, ...] = ()
+    tag: str | None = None
+    search: str | None = None
+
+    def all_states(self) -> tuple[JobState, ...]:
+        """Every state asked for."""
+        found = (*self.states, *(() if self.state is None else (self.state,)))
+        return tuple(dict.fromkeys(found))
+
+    def all_queues(self) -> tuple[str, ...]:
+        """Every queue asked for."""
+        found = (*self.queues, *(() if self.queue is None else (self.queue,)))
+        return tuple(dict.fromkeys(found))
 
 
 @record

@@ -169,7 +169,7 @@ def test_list_json_fields(ran: Path) -> None:
 
 
 def test_list_table(ran: Path, wide: None) -> None:
-    out = ok(run_cli(ran, "list"))
+    out = ok(run_cli(ran, "list", "-o", "table"))
     assert cells(out, "id")[:5] == ["id", "state", "queue", "pri", "attempts"]
     row = cells(out, "flaky")
     assert row[1:5] == ["dead", "batch", "0", "2/2"]
@@ -177,7 +177,7 @@ def test_list_table(ran: Path, wide: None) -> None:
 
 
 def test_list_table_shows_markup_literally(ran: Path, wide: None) -> None:
-    out = ok(run_cli(ran, "list"))
+    out = ok(run_cli(ran, "list", "-o", "table"))
     assert cells(out, "m[x]")[6] == MARKUP_COMMAND
     ghost = cells(out, "ghost")
     assert ghost[6] == "[bold]nope_queuectl"
@@ -185,7 +185,7 @@ def test_list_table_shows_markup_literally(ran: Path, wide: None) -> None:
 
 
 def test_list_table_shows_a_trailing_backslash_once(ran: Path, wide: None) -> None:
-    assert cells(ok(run_cli(ran, "list")), "slash")[6] == BACKSLASH_COMMAND
+    assert cells(ok(run_cli(ran, "list", "-o", "table")), "slash")[6] == BACKSLASH_COMMAND
 
 
 # --- show ---------------------------------------------------------------------------------

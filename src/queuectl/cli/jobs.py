@@ -234,25 +234,65 @@ def status(obj: Any, as_json: bool) -> None:
 @click.command(name="list")
 @click.option(
     "--state",
+    "states",
+    multiple=True,
     type=click.Choice(STATES),
     shell_complete=complete.states,
-    help="Only jobs in this state.",
+    help="Only jobs in this state (repeatable).",
 )
 @click.option(
-    "-q", "--queue", metavar="NAME", shell_complete=complete.queues, help="Only jobs of this queue."
+    "-q",
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="NAME",
+    shell_complete=complete.queues,
+    help="Only jobs of this queue (repeatable).",
 )
+@click.option("-t", "--tag", metavar="NAME", help="Only jobs with this tag.")
+@click.option("-s", "--search", metavar="TEXT", help="Only jobs with TEXT in their id or command.")
 @click.option("-n", "--limit", type=int, default=50, show_default=True, help="At most this many.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "tsv", "ids"]),
+    help="table (on a terminal), tsv (otherwise: tab-separated, nothing cut), or ids (one a line).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def list_(obj: Any, state: str | None, queue: str | None, limit: int, as_json: bool) -> None:
-    """Jobs, newest first."""
+def list_(
+    obj: Any,
+    states: tuple[str, ...],
+    queues: tuple[str, ...],
+    tag: str | None,
+    search: str | None,
+    limit: int,
+    output: str | None,
+    as_json: bool,
+) -> None:
+    """Jobs, newest first.
+
+    A pending job waiting for its run_at shows as scheduled, with its time.
+    """
     limit = spec.parse_limit(limit)
-    queue = None if queue is None else spec.parse_queue(queue)
+    names = [spec.parse_queue(queue) for queue in queues]
+    tag = None if tag is None else spec.parse_tag(tag)
     with obj.store() as store:
-        jobs = api.list_jobs(store, models.JobState(state) if state else None, queue, limit)
+        jobs = api.list_jobs(
+            store,
+            limit=limit,
+            states=[models.JobState(state) for state in states],
+            queues=names,
+            tag=tag,
+            search=search,
+        )
+        now = store.now()
     from queuectl.cli import render  # rich is loaded only to draw tables
 
-    render.jobs(jobs, as_json)
+    if as_json:
+        render.jobs(jobs, as_json=True)
+    else:
+        render.job_lines(jobs, output or ("table" if sys.stdout.isatty() else "tsv"), now)
 
 
 @click.command()

@@ -217,6 +217,40 @@ def jobs(items: Sequence[models.Job], as_json: bool) -> None:
     _print(_table(None, columns, rows))
 
 
+def shown_state(job: models.Job, now: datetime) -> str:
+    """A job's state as tables show it: a pending job not due yet is `scheduled`."""
+    if job.state is models.JobState.PENDING and job.run_at > now:
+        return f"scheduled {_local(job.run_at)}"
+    return job.state.value
+
+
+def job_lines(items: Sequence[models.Job], output: str, now: datetime) -> None:
+    """Jobs as a table, as tab-separated lines with nothing cut (for pipes), or as ids."""
+    if output == "ids":
+        for job in items:
+            click.echo(visible(job.id))
+        return
+    columns = ["id", "state", "queue", "pri", "attempts", "created", "command", "last error"]
+    rows: list[list[Any]] = [
+        [
+            j.id,
+            shown_state(j, now),
+            j.queue,
+            j.priority,
+            f"{j.attempts}/{j.max_retries + 1}",
+            _local(j.created_at),
+            j.command,
+            j.last_error or "",
+        ]
+        for j in items
+    ]
+    if output == "tsv":
+        for row in [list(columns), *rows]:
+            click.echo("\t".join(visible(str(cell)) for cell in row))  # tabs, newlines escaped
+        return
+    _print(_table(None, columns, rows))
+
+
 def job_detail(job: models.Job, attempts: Sequence[models.Attempt], as_json: bool) -> None:
     """One job's fields and its attempts."""
     if as_json:

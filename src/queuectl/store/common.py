@@ -131,12 +131,22 @@ def listing(where: models.JobFilter) -> tuple[str, dict[str, Any]]:
     Failed and dead jobs come from their own index, running ones from the lease index, the
     rest newest first from the primary key.
     """
-    state = None if where.state is None else where.state.value
-    if where.state in (models.JobState.FAILED, models.JobState.DEAD):
-        return "list_problem_jobs", {"state": state, "queue": where.queue}
-    if where.state is models.JobState.PROCESSING:
-        return "list_processing_jobs", {"queue": where.queue}
-    return "list_jobs", {"state": state, "queue": where.queue}
+    states, queues = where.all_states(), where.all_queues()
+    if len(states) > 1 or len(queues) > 1 or where.tag is not None or where.search is not None:
+        return "list_jobs_matching", {
+            "states": [s.value for s in states] or None,
+            "queues": list(queues) or None,
+            "tag": where.tag,
+            "search": where.search,
+        }
+    one = states[0] if states else None
+    queue = queues[0] if queues else None
+    state = None if one is None else one.value
+    if one in (models.JobState.FAILED, models.JobState.DEAD):
+        return "list_problem_jobs", {"state": state, "queue": queue}
+    if one is models.JobState.PROCESSING:
+        return "list_processing_jobs", {"queue": queue}
+    return "list_jobs", {"state": state, "queue": queue}
 
 
 def counts(rows: Sequence[Row]) -> models.Counts:

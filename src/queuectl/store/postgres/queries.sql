@@ -397,3 +397,16 @@ DELETE FROM jobs
 -- name: select_created_after :one
 -- When the first job past a seq was created (a job created after a cutoff finished after it).
 SELECT created_at FROM jobs WHERE seq > %(upto)s ORDER BY seq LIMIT 1;
+
+-- name: list_jobs_matching :many
+-- Jobs newest first in any of :states and :queues (NULL: any), carrying :tag and with :search
+-- in their id or command, when given: a walk back from the newest job.
+SELECT *
+  FROM jobs
+ WHERE (%(states)s::text[] IS NULL OR state = ANY (%(states)s::text[]))
+   AND (%(queues)s::text[] IS NULL OR queue = ANY (%(queues)s::text[]))
+   AND (%(tag)s::text IS NULL OR %(tag)s::text = ANY (tags))
+   AND (%(search)s::text IS NULL OR strpos(id, %(search)s::text) > 0
+        OR strpos(command, %(search)s::text) > 0)
+ ORDER BY seq DESC
+ LIMIT %(limit)s;

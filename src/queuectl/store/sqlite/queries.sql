@@ -379,3 +379,15 @@ DELETE FROM queuectl_jobs
 -- name: select_created_after :one
 -- When the first job past a seq was created (a job created after a cutoff finished after it).
 SELECT created_at FROM queuectl_jobs WHERE seq > :upto ORDER BY seq LIMIT 1;
+
+-- name: list_jobs_matching :many
+-- Jobs newest first in any of :states and :queues (JSON arrays; NULL: any), carrying :tag and
+-- with :search in their id or command, when given: a walk back from the newest job.
+SELECT *
+  FROM queuectl_jobs
+ WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+   AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+   AND (:tag IS NULL OR EXISTS (SELECT 1 FROM json_each(tags) WHERE value = :tag))
+   AND (:search IS NULL OR instr(id, :search) > 0 OR instr(command, :search) > 0)
+ ORDER BY seq DESC
+ LIMIT :limit;

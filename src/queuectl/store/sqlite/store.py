@@ -470,6 +470,7 @@ class SqliteStore:
 
     def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
         query, params = common.listing(where)
+        params = {k: _json_list(v) if isinstance(v, list) else v for k, v in params.items()}
         return [_DECODE.job(row) for row in self._all(query, limit=limit, **params)]
 
     def attempts(self, job_id: str) -> list[models.Attempt]:

@@ -337,6 +337,35 @@ def wait(
 
 
 @record
+class Running:
+    """A running attempt as `show` tells it."""
+
+    number: int
+    worker_id: str | None
+    host: str | None
+    pid: int | None
+    """None until the worker's first save (within a second of the start)."""
+    started_at: datetime | None
+    elapsed: float
+
+
+def running(store: Store, job: models.Job) -> Running | None:
+    """The job's running attempt, or None when it is not running."""
+    if job.state is not models.JobState.PROCESSING:
+        return None
+    live = store.live_output(job.id)
+    started = job.claimed_at
+    return Running(
+        number=job.run_count,
+        worker_id=job.worker_id,
+        host=job.worker_host,
+        pid=None if live is None else live.pid,
+        started_at=started,
+        elapsed=0.0 if started is None else max((store.now() - started).total_seconds(), 0.0),
+    )
+
+
+@record
 class Output:
     """What `logs` shows: a recorded attempt, or the running one's output so far."""
 

@@ -95,6 +95,8 @@ class Progress:
     def __init__(self) -> None:
         self.stdout: TailBuffer | None = None
         self.stderr: TailBuffer | None = None
+        self.pid: int | None = None
+        """The command's pid (its process group), once started."""
 
     def snapshot(self, limit: int) -> tuple[bytes, bytes, int, int] | None:
         """The last `limit` bytes of stdout and stderr and their totals; None before the start."""
@@ -415,6 +417,7 @@ def run(
     )
     if progress is not None:
         progress.stdout, progress.stderr = job.buffers[out], job.buffers[err]
+        progress.pid = child.pid
     pidfd = _open_pidfd(child.pid)
     with job.selector:
         job.selector.register(out, selectors.EVENT_READ)

@@ -44,8 +44,9 @@ class Lease:
         self.progress = executor.Progress()
         """The running command's output, filled by the executor."""
         self.next_save = taken_at + OUTPUT_EVERY
-        self.saved = (0, 0)
-        """How much of stdout and stderr the last save had seen."""
+        self.saved = (-1, -1)
+        """How much of stdout and stderr the last save had seen (none yet: the first save
+        records the pid, even of a silent job)."""
         self.held_until = taken_at + claim.lease
         """When the lease runs out unless a beat extends it."""
         self.next_beat = taken_at + claim.lease / 3
@@ -139,6 +140,7 @@ class Heartbeat(storethread.StoreThread):
             stdout_total=out_total,
             stderr_total=err_total,
             updated_at=db.now(),
+            pid=lease.progress.pid,
         )
         db.save_output(lease.claim, output)
         lease.saved = (out_total, err_total)

@@ -106,6 +106,9 @@ class Job:
     lease_expires_at: datetime | None
     last_error: str | None
     tags: tuple[str, ...] = ()
+    worker_host: str | None = None
+    claimed_at: datetime | None = None
+    """When the running attempt's claim was made (None unless processing)."""
     control: str | None = None
     """A request to the worker running it: CANCEL, or SIGNAL_PREFIX + a signal number."""
 
@@ -242,6 +245,8 @@ class LiveOutput:
     stdout_total: int
     stderr_total: int
     updated_at: datetime
+    pid: int | None = None
+    """The attempt's command (its process group leader)."""
 
 
 @record

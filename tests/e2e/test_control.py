@@ -272,6 +272,34 @@ def test_logs_shows_a_running_jobs_output_and_follow_streams_it(
     assert ok(run_cli(db, "logs", job, "--stdout")) == "first\nlast\n"
 
 
+def test_show_tells_the_running_attempt_its_host_pid_and_elapsed_time(
+    db: str, store: Store, tmp_path: Path
+):
+    pids = tmp_path / "pids"
+    job = enqueue_one(store, id="busy", command=_tree_job(pids), env={"K": "v"})
+    with WorkerPool(db, 1, env={"QUEUECTL_HOSTNAME": "host-x"}):
+        shell, _ = wait_until(lambda: _pids(pids), message="the job to start")
+        shown = wait_until(
+            lambda: (
+                (got := json.loads(ok(run_cli(db, "show", job, "--json"))))["running"]["pid"]
+                and got
+            ),
+            timeout=10,
+            message="the running attempt's pid saved",
+        )
+        running = shown["running"]
+        assert (running["attempt"], running["host"], running["pid"]) == (1, "host-x", shell)
+        assert running["worker_id"].startswith("w-")
+        assert running["elapsed"] > 0
+        assert shown["env"] == {"K": "v"}
+        assert shown["created_at"].endswith("+00:00")  # JSON: ISO-8601 UTC
+        table = ok(run_cli(db, "show", job))
+        assert f"attempt 1 on host-x ({running['worker_id']}, pid {shell})" in table
+        assert '{"K": "v"}' in table
+        ok(run_cli(db, "cancel", job))
+    assert json.loads(ok(run_cli(db, "show", job, "--json")))["running"] is None
+
+
 # --- pause and resume ------------------------------------------------------------------------
 
 

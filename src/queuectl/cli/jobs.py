@@ -304,9 +304,10 @@ def show(obj: Any, job_id: str, as_json: bool) -> None:
     job_id = spec.parse_job_ref(job_id)
     with obj.store() as store:
         job, attempts = api.show(store, job_id)
+        current = api.running(store, job)
     from queuectl.cli import render  # rich is loaded only to draw tables
 
-    render.job_detail(job, attempts, as_json)
+    render.job_detail(job, attempts, as_json, current)
 
 
 @click.command()

@@ -251,12 +251,50 @@ def job_lines(items: Sequence[models.Job], output: str, now: datetime) -> None:
     _print(_table(None, columns, rows))
 
 
-def job_detail(job: models.Job, attempts: Sequence[models.Attempt], as_json: bool) -> None:
-    """One job's fields and its attempts."""
+def _running_dict(now: api.Running | None) -> dict[str, Any] | None:
+    if now is None:
+        return None
+    return {
+        "attempt": now.number,
+        "worker_id": now.worker_id,
+        "host": now.host,
+        "pid": now.pid,
+        "started_at": _iso(now.started_at),
+        "elapsed": round(now.elapsed, 3),
+    }
+
+
+def job_detail(
+    job: models.Job,
+    attempts: Sequence[models.Attempt],
+    as_json: bool,
+    running: api.Running | None = None,
+) -> None:
+    """One job's fields, its running attempt and its attempt history.
+
+    JSON gives times in ISO-8601 UTC; the table in local time, and env as JSON.
+    """
+    data = job_dict(job)
     if as_json:
-        _print_json({**job_dict(job), "history": [attempt_dict(a) for a in attempts]})
+        _print_json(
+            {
+                **data,
+                "running": _running_dict(running),
+                "history": [attempt_dict(a) for a in attempts],
+            }
+        )
         return
-    fields = [[key, value] for key, value in job_dict(job).items()]
+    for key in ("run_at", "created_at", "updated_at", "lease_expires_at"):
+        data[key] = _local(getattr(job, key))
+    data["env"] = json.dumps(job.env, ensure_ascii=False)
+    data["tags"] = ", ".join(job.tags)
+    if running is not None:
+        pid = "pid ?" if running.pid is None else f"pid {running.pid}"
+        data["running"] = (
+            f"attempt {running.number} on {running.host or '?'} ({running.worker_id or '?'}, "
+            f"{pid}) for {running.elapsed:.1f}s"
+        )
+    fields = [[key, value] for key, value in data.items()]
     rows = [
         [
             a.number,

@@ -54,6 +54,8 @@ class Decode:
             lease_expires_at=self.maybe_time(row["lease_expires_at"]),
             last_error=row["last_error"],
             tags=tuple(self.json(row["tags"])) if row["tags"] else (),
+            worker_host=row["worker_host"],
+            claimed_at=self.maybe_time(row["claimed_at"]),
             control=row["control"],
         )
 
@@ -98,6 +100,7 @@ class Decode:
             stdout_total=row["stdout_total"],
             stderr_total=row["stderr_total"],
             updated_at=self.time(row["updated_at"]),
+            pid=row["pid"],
         )
 
     def expired_claim(self, row: Row) -> models.Claim:

@@ -162,14 +162,15 @@ DELETE FROM live_output WHERE job_seq = %(seq)s;
 
 -- name: upsert_live_output :rowcount
 -- Save a running attempt's output so far, only while its claim owns the job.
-INSERT INTO live_output (job_seq, number, stdout, stderr, stdout_total, stderr_total)
-SELECT seq, run_count, %(stdout)s, %(stderr)s, %(stdout_total)s, %(stderr_total)s
+INSERT INTO live_output (job_seq, number, pid, stdout, stderr, stdout_total, stderr_total)
+SELECT seq, run_count, %(pid)s, %(stdout)s, %(stderr)s, %(stdout_total)s, %(stderr_total)s
   FROM jobs
  WHERE seq = %(seq)s
    AND state = 'processing'
    AND worker_id = %(worker_id)s
    AND run_count = %(run_count)s
     ON CONFLICT (job_seq) DO UPDATE SET number       = excluded.number,
+                                        pid          = excluded.pid,
                                         stdout       = excluded.stdout,
                                         stderr       = excluded.stderr,
                                         stdout_total = excluded.stdout_total,

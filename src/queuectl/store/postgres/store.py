@@ -258,6 +258,7 @@ class PostgresStore:
     def save_output(self, claim: models.Claim, output: models.LiveOutput) -> bool:
         saved = self._run(
             "upsert_live_output",
+            pid=output.pid,
             stdout=output.stdout,
             stderr=output.stderr,
             stdout_total=output.stdout_total,

@@ -153,15 +153,16 @@ DELETE FROM queuectl_live_output WHERE job_seq = :seq;
 -- name: upsert_live_output :rowcount
 -- Save a running attempt's output so far, only while its claim owns the job.
 INSERT INTO queuectl_live_output (
-    job_seq, number, stdout, stderr, stdout_total, stderr_total, updated_at
+    job_seq, number, pid, stdout, stderr, stdout_total, stderr_total, updated_at
 )
-SELECT seq, run_count, :stdout, :stderr, :stdout_total, :stderr_total, :now
+SELECT seq, run_count, :pid, :stdout, :stderr, :stdout_total, :stderr_total, :now
   FROM queuectl_jobs
  WHERE seq = :seq
    AND state = 'processing'
    AND worker_id = :worker_id
    AND run_count = :run_count
     ON CONFLICT (job_seq) DO UPDATE SET number       = excluded.number,
+                                        pid          = excluded.pid,
                                         stdout       = excluded.stdout,
                                         stderr       = excluded.stderr,
                                         stdout_total = excluded.stdout_total,

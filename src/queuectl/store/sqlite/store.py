@@ -371,6 +371,7 @@ class SqliteStore:
         with self._write(durable=False):
             saved = self._run(
                 "upsert_live_output",
+                pid=output.pid,
                 stdout=output.stdout,
                 stderr=output.stderr,
                 stdout_total=output.stdout_total,

@@ -21,6 +21,7 @@ CREATE TABLE paused_queues (
 CREATE TABLE live_output (
     job_seq      bigint      PRIMARY KEY REFERENCES jobs (seq) ON DELETE CASCADE,
     number       integer     NOT NULL,
+    pid          integer,
     stdout       bytea       NOT NULL,
     stderr       bytea       NOT NULL,
     stdout_total bigint      NOT NULL,

@@ -11,6 +11,7 @@ CREATE TABLE queuectl_paused_queues (
 CREATE TABLE queuectl_live_output (
     job_seq      INTEGER PRIMARY KEY REFERENCES queuectl_jobs (seq) ON DELETE CASCADE,
     number       INTEGER NOT NULL,
+    pid          INTEGER,
     stdout       BLOB    NOT NULL,
     stderr       BLOB    NOT NULL,
     stdout_total INTEGER NOT NULL,

@@ -122,11 +122,13 @@ def test_every_query_the_store_uses_exists():
 
 
 def _listing_queries() -> set[str]:
-    """The queries that store.common.listing() picks, for every state filter."""
+    """The queries that store.common.listing() picks, for every state filter and the rest."""
     from queuectl.models import JobFilter, JobState
     from queuectl.store import common
 
-    return {common.listing(JobFilter(state=state))[0] for state in [None, *JobState]}
+    filters = [JobFilter(state=state) for state in [None, *JobState]]
+    filters += [JobFilter(tag="t"), JobFilter(search="s"), JobFilter(queues=("a", "b"))]
+    return {common.listing(where)[0] for where in filters}
 
 
 def test_every_query_is_used_by_the_store():

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
 
 from queuectl import api, errors, models, spec
 from queuectl.cli import completion as complete
 
+F = TypeVar("F", bound=Callable[..., Any])
 EXIT_TIMEOUT = 124
 """`wait`'s exit code when its timeout passed first (as timeout(1)'s)."""
 CANCEL_WAIT = 10.0
@@ -48,22 +49,30 @@ def _selection(
     return ids, parsed, where, age
 
 
-def _states_help(allowed: Sequence[models.JobState]) -> str:
-    return "Select jobs in this state (repeatable): " + ", ".join(s.value for s in allowed) + "."
+def _selects(allowed: Sequence[models.JobState]) -> Callable[[F], F]:
+    """A bulk command's way to name jobs: JOB..., or --state (repeatable) and --queue."""
+    names = ", ".join(state.value for state in allowed)
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "--queue", shell_complete=complete.queues, help="With --state: only this queue's jobs."
+        )(command)
+        command = click.option(
+            "--state",
+            "states",
+            multiple=True,
+            shell_complete=complete.states,
+            help=f"Select jobs in this state (repeatable): {names}.",
+        )(command)
+        return click.argument(
+            "job_ids", nargs=-1, metavar="[JOB]...", shell_complete=complete.job_ids
+        )(command)
+
+    return decorate
 
 
 @click.command()
-@click.argument("job_ids", nargs=-1, metavar="[JOB]...", shell_complete=complete.job_ids)
-@click.option(
-    "--state",
-    "states",
-    multiple=True,
-    shell_complete=complete.states,
-    help=_states_help(models.CANCELLABLE),
-)
-@click.option(
-    "--queue", shell_complete=complete.queues, help="With --state: only this queue's jobs."
-)
+@_selects(models.CANCELLABLE)
 @click.option(
     "--timeout",
     default=str(CANCEL_WAIT),
@@ -141,17 +150,7 @@ def kill(obj: Any, job_id: str, sig: str) -> None:
 
 
 @click.command()
-@click.argument("job_ids", nargs=-1, metavar="[JOB]...", shell_complete=complete.job_ids)
-@click.option(
-    "--state",
-    "states",
-    multiple=True,
-    shell_complete=complete.states,
-    help=_states_help(models.RETRYABLE),
-)
-@click.option(
-    "--queue", shell_complete=complete.queues, help="With --state: only this queue's jobs."
-)
+@_selects(models.RETRYABLE)
 @click.pass_obj
 def retry(obj: Any, job_ids: tuple[str, ...], states: tuple[str, ...], queue: str | None) -> None:
     """Run finished jobs again, with a fresh retry budget.
@@ -166,17 +165,7 @@ def retry(obj: Any, job_ids: tuple[str, ...], states: tuple[str, ...], queue: st
 
 
 @click.command()
-@click.argument("job_ids", nargs=-1, metavar="[JOB]...", shell_complete=complete.job_ids)
-@click.option(
-    "--state",
-    "states",
-    multiple=True,
-    shell_complete=complete.states,
-    help=_states_help(models.DELETABLE),
-)
-@click.option(
-    "--queue", shell_complete=complete.queues, help="With --state: only this queue's jobs."
-)
+@_selects(models.DELETABLE)
 @click.option(
     "--older-than",
     metavar="AGE",

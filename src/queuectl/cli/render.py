@@ -196,35 +196,21 @@ def status(snapshot: api.Status, as_json: bool) -> None:
 
 
 def jobs(items: Sequence[models.Job], as_json: bool) -> None:
-    """A list of jobs."""
+    """A list of jobs: JSON, or a table."""
     if as_json:
         _print_json([job_dict(job) for job in items])
         return
-    rows = [
-        [
-            j.id,
-            j.state.value,
-            j.queue,
-            j.priority,
-            f"{j.attempts}/{j.max_retries + 1}",
-            _local(j.created_at),
-            j.command,
-            j.last_error or "",
-        ]
-        for j in items
-    ]
-    columns = ["id", "state", "queue", "pri", "attempts", "created", "command", "last error"]
-    _print(_table(None, columns, rows))
+    job_lines(items, "table", None)
 
 
-def shown_state(job: models.Job, now: datetime) -> str:
-    """A job's state as tables show it: a pending job not due yet is `scheduled`."""
-    if job.state is models.JobState.PENDING and job.run_at > now:
+def shown_state(job: models.Job, now: datetime | None) -> str:
+    """A job's state as tables show it: a pending job not due yet (at `now`) is `scheduled`."""
+    if job.state is models.JobState.PENDING and now is not None and job.run_at > now:
         return f"scheduled {_local(job.run_at)}"
     return job.state.value
 
 
-def job_lines(items: Sequence[models.Job], output: str, now: datetime) -> None:
+def job_lines(items: Sequence[models.Job], output: str, now: datetime | None) -> None:
     """Jobs as a table, as tab-separated lines with nothing cut (for pipes), or as ids."""
     if output == "ids":
         for job in items:

@@ -11,7 +11,9 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import apsw
 
 from queuectl import api, proctree, spec
 from queuectl.models import JobState
@@ -174,3 +176,19 @@ class WorkerPool:
         # Whatever of the pool is left (a test's job in a session of its own, a worker whose
         # supervisor the test killed): a test never leaves processes behind for the next ones.
         proctree.kill_marked({"QUEUECTL_TEST_POOL": self.mark})
+
+
+def sqlite_row(path: str | Path, sql: str) -> tuple[Any, ...]:
+    """The first row a statement gives in a SQLite file, asked directly (not through the store)."""
+    con = apsw.Connection(str(path))
+    try:
+        rows: list[tuple[Any, ...]] = con.execute(sql).fetchall()
+    finally:
+        con.close()
+    return rows[0]
+
+
+def sqlite_value(path: str | Path, sql: str) -> Any:
+    """The one value a query finds in a SQLite file (see sqlite_row)."""
+    (value,) = sqlite_row(path, sql)
+    return value

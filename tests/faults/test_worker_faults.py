@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import apsw
 import psycopg
 import pytest
 
@@ -219,7 +219,7 @@ def heartbeats_blocked(db: str) -> Iterator[None]:
     """Hold a lock that every heartbeat waits for: SQLite's write lock, or on PostgreSQL the
     workers table's (reads go on; the beat's UPDATE of its worker's row waits)."""
     if not is_postgres(db):
-        locker = sqlite3.connect(db, isolation_level=None, timeout=0)
+        locker = apsw.Connection(db)
         locker.execute("BEGIN IMMEDIATE")
         try:
             yield

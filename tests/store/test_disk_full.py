@@ -13,7 +13,7 @@ def test_enqueue_on_a_full_disk_fails_cleanly_and_keeps_earlier_jobs(db_path, st
     # SQLite's own page limit; PostgreSQL's full disk is tests/faults/test_full_disk.py's.
     api.enqueue(store, [JobSpec(id="kept", command="true")])
     db = store._db  # type: ignore[attr-defined]
-    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    pages = db.execute("PRAGMA page_count").fetchone()["page_count"]
     db.execute(f"PRAGMA max_page_count = {pages + 2}")  # SQLite's own "disk is full"
     big = [JobSpec(id=f"j{i}", command="x" * 2000) for i in range(200)]
     with pytest.raises(errors.StoreUnavailable, match="full"):

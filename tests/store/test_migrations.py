@@ -7,13 +7,13 @@ import contextlib
 import multiprocessing
 import multiprocessing.synchronize
 import re
-import sqlite3
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import apsw
 import psycopg
 import pytest
 
@@ -41,7 +41,7 @@ def rows(db: str | Path, sqlite_sql: str, postgres_sql: str) -> list[tuple[Any, 
         options = f"-c search_path={where.schema}"
         with psycopg.connect(where.conninfo, options=options, autocommit=True) as conn:
             return conn.execute(postgres_sql).fetchall()
-    with contextlib.closing(sqlite3.connect(db)) as con:
+    with contextlib.closing(apsw.Connection(str(db))) as con:
         return con.execute(sqlite_sql).fetchall()
 
 
@@ -102,8 +102,8 @@ def test_wal_files_are_private_too(store, db_path):
 
 
 def test_the_store_uses_wal(store, db_path):
-    with sqlite3.connect(db_path) as db:
-        (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+    with apsw.Connection(str(db_path)) as db:
+        ((mode,),) = db.execute("PRAGMA journal_mode").fetchall()
     db.close()
     assert mode == "wal"
 
@@ -121,7 +121,7 @@ def test_a_second_migrate_is_a_no_op(store, db):
 
 
 def indexes(path: Path) -> set[str]:
-    with sqlite3.connect(path) as db:
+    with apsw.Connection(str(path)) as db:
         rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
     db.close()
     return {str(name) for (name,) in rows}
@@ -158,7 +158,7 @@ def test_a_version_1_file_is_upgraded_with_its_jobs(tmp_path, monkeypatch):
     real = migrate.discover(SQLITE)
     monkeypatch.setattr(migrate, "discover", lambda package: real[:1])
     open_store(path).close()
-    with contextlib.closing(sqlite3.connect(path)) as con, con:  # a job as version 1 stored it
+    with contextlib.closing(apsw.Connection(str(path))) as con, con:  # a job as version 1 stored it
         con.execute(
             "INSERT INTO queuectl_jobs (id, command, queue, state, max_retries, run_at,"
             " created_at, updated_at) VALUES ('kept', 'true', 'default', 'dead', 3, 1, 1, 1)"
@@ -185,7 +185,7 @@ def test_a_version_1_file_is_upgraded_with_its_jobs(tmp_path, monkeypatch):
         assert rows(path, "PRAGMA integrity_check", "") == [("ok",)]
     finally:
         new.close()
-    with contextlib.closing(sqlite3.connect(path)) as con, pytest.raises(sqlite3.IntegrityError):
+    with contextlib.closing(apsw.Connection(str(path))) as con, pytest.raises(apsw.ConstraintError):
         con.execute("UPDATE queuectl_jobs SET state = 'bogus'")  # the CHECK still checks
 
 
@@ -197,7 +197,7 @@ def test_a_failing_migration_leaves_nothing_behind(store, db, monkeypatch):
         sql="CREATE TABLE half (x INTEGER);\nINSERT INTO no_such_table VALUES (1);\n",
     )
     monkeypatch.setattr(migrate, "discover", lambda package: [*real, broken])
-    with pytest.raises((errors.StoreUnavailable, sqlite3.OperationalError, psycopg.Error)):
+    with pytest.raises((errors.StoreUnavailable, apsw.SQLError, psycopg.Error)):
         store.migrate()
     assert "half" not in tables(db)
     assert [(v, n) for v, n, _ in versions(db)] == known(db)
@@ -249,7 +249,7 @@ def test_many_connections_open_fresh_stores_at_once(db):
 
 
 def test_every_query_compiles_against_the_schema(store, db_path):
-    with sqlite3.connect(db_path) as db:
+    with apsw.Connection(str(db_path)) as db:
         for query in sqlfile.load(SQLITE).values():
             params = dict.fromkeys(re.findall(r":(\w+)", query.sql))
             db.execute(f"EXPLAIN {query.sql}", params)

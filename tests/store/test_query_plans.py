@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 from pathlib import Path
 
+import apsw
 import pytest
 
 from queuectl.store import Store
@@ -32,7 +32,7 @@ def test_hot_query_uses_its_index_and_never_sorts(
     params: dict[str, object] = {name: 0 for name in re.findall(r":(\w+)", sql)}
     if "queues" in params:
         params["queues"] = queues
-    con = sqlite3.connect(db_path)
+    con = apsw.Connection(str(db_path))
     plan = [row[3] for row in con.execute("EXPLAIN QUERY PLAN " + sql, params)]
     con.close()
     assert any(index in step for step in plan), plan

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import apsw
 import pytest
 
 from queuectl import api, config, errors, models, retry
@@ -898,7 +898,7 @@ def test_generated_ids_are_unique_and_sort_by_creation_time():
 
 def test_a_failed_wake_up_after_a_commit_is_not_an_error(store, db_path):
     # The wake-up addresses cannot be read (their table is gone): the committed work stands.
-    with sqlite3.connect(db_path) as raw:
+    with apsw.Connection(str(db_path)) as raw:
         raw.execute("DROP TABLE queuectl_workers")
     raw.close()
     store.enqueue([new_job("a", max_retries=1), new_job("b")])

@@ -7,8 +7,6 @@ rescuing expired claims, is tested on both in test_store.py."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import threading
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from queuectl import models, retry
 from queuectl.config import Config
 from queuectl.store import Store, open_store
 from queuectl.store.sqlite.store import DEFERRED_CHECKPOINT_FRAMES, RESTART_LOG_FRAMES
+from tests.helpers import sqlite_row
 
 PAGE = 4096
 CFG = Config()
@@ -45,9 +44,8 @@ def _run_jobs(store: Store, count: int, prefix: str = "j") -> None:
 
 def _log_frames(db_path: Path) -> int:
     """Pages in the write-ahead log (asking checkpoints what it can, which changes no length)."""
-    with contextlib.closing(sqlite3.connect(db_path)) as db:
-        frames: int = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
-    return frames
+    _, frames, _ = sqlite_row(db_path, "PRAGMA wal_checkpoint(PASSIVE)")
+    return int(frames)
 
 
 def test_a_deferring_connection_leaves_the_log_to_upkeep(db_path: Path):

@@ -2,6 +2,13 @@
 
 Writers take the lock up front (BEGIN IMMEDIATE) so transactions never deadlock on an upgrade,
 and wait for each other in short steps (see _execute). All SQL is in queries.sql beside this file.
+
+The file is reached through APSW, which bundles its own SQLite, never through the standard
+library's sqlite3, which uses the system's: SQLite 3.7.0 to 3.51.2 have the WAL-reset bug
+(sqlite.org/wal.html#walresetbug), a race between a checkpoint and a commit that corrupts the
+file. Every worker checkpoints several times a second (upkeep), which made it happen here: a
+chaos run's file lost an index entry. The bundled SQLite is pinned past the fix (pyproject.toml),
+and a test checks the version in use (docs/durability.md).
 """
 
 from __future__ import annotations
@@ -9,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+
+import apsw
 
 from queuectl import errors, models, paths
 from queuectl.store import common, sqlfile
@@ -71,8 +79,29 @@ def _identity(path: str) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
+Row = dict[str, Any]
+
+_UNAVAILABLE = (
+    apsw.BusyError,
+    apsw.LockedError,
+    apsw.FullError,
+    apsw.IOError,
+    apsw.CantOpenError,
+    apsw.ReadOnlyError,
+    apsw.PermissionsError,
+    apsw.ProtocolError,
+    apsw.NoMemError,
+    apsw.CorruptError,
+    apsw.NotADBError,
+    apsw.SQLError,
+)
+"""What the file, its lock or its schema did (full, busy, unreadable, damaged, a table gone):
+the store is unavailable. The standard library's sqlite3 said OperationalError to most of these."""
+
+
+def _row(cursor: apsw.Cursor, values: apsw.SQLiteValues) -> Row:
+    """Every result row by column name, as psycopg's dict rows are."""
+    return dict(zip([column[0] for column in cursor.get_description()], values, strict=True))
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -80,7 +109,7 @@ def _statements(script: str) -> Iterator[str]:
     buffer = ""
     for line in script.splitlines(keepends=True):
         buffer += line
-        if sqlite3.complete_statement(buffer):
+        if apsw.complete(buffer):
             yield buffer
             buffer = ""
     if buffer.strip() and not all(
@@ -89,12 +118,17 @@ def _statements(script: str) -> Iterator[str]:
         raise ValueError("migration ends with an incomplete statement")
 
 
+def _rows(cursor: apsw.Cursor) -> list[Row]:
+    """Every row of a statement, so that it is done: see SqliteStore._one."""
+    return cast("list[Row]", cursor.fetchall())  # the connection's row_trace is _row
+
+
 @contextlib.contextmanager
 def _unavailable_on_error(path: str) -> Iterator[None]:
     """Turn an operational failure (disk full, I/O error, locked too long) into StoreUnavailable."""
     try:
         yield
-    except sqlite3.OperationalError as exc:
+    except _UNAVAILABLE as exc:
         raise errors.StoreUnavailable(f"db: {path}: {exc}") from exc
 
 
@@ -108,24 +142,29 @@ class SqliteStore:
         try:
             _create_private(path)
             # busy_timeout 0: every wait for the lock is ours (see _execute)
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=0)
-        except (OSError, sqlite3.Error) as exc:
+            self._db = apsw.Connection(path)
+        except (OSError, apsw.Error) as exc:
             raise errors.StoreUnavailable(f"db: cannot open {path}: {exc}") from None
-        self._db.row_factory = sqlite3.Row
+        self._db.row_trace = _row
         self._listener: wakeup.Listener | None = None
         self._durable = True
         self._identity = _identity(path)
         try:
             # WAL is persistent; switching needs an exclusive lock, so several processes opening
             # a fresh file at once wait for each other in _execute.
-            if self._execute("PRAGMA journal_mode", {}).fetchone()[0] != "wal":
-                self._execute("PRAGMA journal_mode = WAL", {})
+            if self._first("PRAGMA journal_mode")["journal_mode"] != "wal":
+                self._first("PRAGMA journal_mode = WAL")
             self._db.execute(_SYNCHRONOUS[True])
             self._db.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.OperationalError as exc:
+        except (apsw.CorruptError, apsw.NotADBError) as exc:
+            self._db.close()
+            raise errors.StoreUnavailable(
+                f"db: {path} is not a usable SQLite file: {exc}"
+            ) from None
+        except _UNAVAILABLE as exc:
             self._db.close()
             raise errors.StoreUnavailable(f"db: {path}: {exc}") from None
-        except sqlite3.DatabaseError as exc:
+        except apsw.Error as exc:
             self._db.close()
             raise errors.StoreUnavailable(
                 f"db: {path} is not a usable SQLite file: {exc}"
@@ -136,7 +175,7 @@ class SqliteStore:
         return time.time_ns() // 1000
 
     @contextlib.contextmanager
-    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def _write(self, durable: bool = True) -> Iterator[apsw.Connection]:
         """One write transaction, holding the write lock from its start.
 
         A durable transaction is on disk when it commits (synchronous=FULL: the WAL is synced,
@@ -161,7 +200,11 @@ class SqliteStore:
     def _begin(self) -> None:
         self._execute("BEGIN IMMEDIATE", {})
 
-    def _execute(self, sql: str, params: dict[str, Any]) -> sqlite3.Cursor:
+    def _first(self, sql: str) -> Row:
+        """The first row of a statement without parameters (a PRAGMA)."""
+        return _rows(self._execute(sql, {}))[0]
+
+    def _execute(self, sql: str, params: dict[str, Any]) -> apsw.Cursor:
         """Run one statement; while another writer holds the lock, wait in steps of 50 µs and up.
 
         The connection's busy_timeout is 0: SQLite's own busy handler sleeps at least 1 ms per
@@ -174,8 +217,8 @@ class SqliteStore:
         while True:
             try:
                 return self._db.execute(sql, params)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or self._db.in_transaction:
+            except (apsw.BusyError, apsw.LockedError):
+                if self._db.in_transaction:
                     raise
                 now = time.monotonic()
                 deadline = deadline or now + BUSY_TIMEOUT_MS / 1000
@@ -184,31 +227,34 @@ class SqliteStore:
             time.sleep(delay)
             delay = min(delay * 2, 0.002)
 
-    def _one(self, name: str, /, **params: Any) -> sqlite3.Row | None:
-        with _unavailable_on_error(self.path):
-            row: sqlite3.Row | None = self._execute(_Q[name], params).fetchone()
-        return row
+    def _one(self, name: str, /, **params: Any) -> Row | None:
+        # Every row is read, so that the statement is done (a RETURNING one counts its changes
+        # then) and holds no read snapshot or lock past this call.
+        rows = self._all(name, **params)
+        return rows[0] if rows else None
 
-    def _all(self, name: str, /, **params: Any) -> list[sqlite3.Row]:
+    def _all(self, name: str, /, **params: Any) -> list[Row]:
         with _unavailable_on_error(self.path):
-            return self._execute(_Q[name], params).fetchall()
+            return _rows(self._execute(_Q[name], params))
 
     def _run(self, name: str, /, **params: Any) -> int:
+        """Run a statement without result rows; how many rows it changed."""
         with _unavailable_on_error(self.path):
-            return self._execute(_Q[name], params).rowcount
+            self._execute(_Q[name], params).fetchall()
+            return self._db.changes()
 
     # --- lifecycle -------------------------------------------------------------
     def migrate(self) -> None:
         known = migrations.discover("queuectl.store.sqlite")
         try:
-            applied = {row[0] for row in self._all("select_schema_versions")}
+            applied = {row["version"] for row in self._all("select_schema_versions")}
             if not migrations.pending(known, applied):
                 return
         except errors.StoreUnavailable:
             pass  # no version table yet (or busy: the write below waits its turn)
         with self._write():
             self._run("create_schema_version")
-            applied = {row[0] for row in self._all("select_schema_versions")}
+            applied = {row["version"] for row in self._all("select_schema_versions")}
             for migration in migrations.pending(known, applied):
                 for statement in _statements(migration.sql):
                     self._db.execute(statement)
@@ -220,7 +266,7 @@ class SqliteStore:
                 )
             # A migration may edit the schema's text in place (writable_schema): a new schema
             # version makes every connection, this one too, read the schema again.
-            version = self._db.execute("PRAGMA schema_version").fetchone()[0]
+            version = self._first("PRAGMA schema_version")["schema_version"]
             self._db.execute(f"PRAGMA schema_version = {int(version) + 1}")
 
     def close(self) -> None:
@@ -251,9 +297,9 @@ class SqliteStore:
             # is long, RESTART finishes the (now short) copy in a moment when no writer is
             # active, so that the next commit starts the log from the beginning. Neither waits:
             # a checkpoint waiting for a writer would hold off the writers' own checkpoints.
-            _, frames, _ = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            frames = self._first("PRAGMA wal_checkpoint(PASSIVE)")["log"]
             if frames >= RESTART_LOG_FRAMES:
-                self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                self._first("PRAGMA wal_checkpoint(RESTART)")
 
     # --- jobs: write path --------------------------------------------------------
     def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
@@ -283,7 +329,7 @@ class SqliteStore:
         try:
             with self._write():
                 self._run("insert_jobs", rows=batch, now=self._now_us())
-        except sqlite3.IntegrityError:
+        except apsw.ConstraintError:
             # after the rollback, so the batch is gone
             raise common.first_duplicate(jobs, self._taken) from None
         self._wake_idle_workers()
@@ -291,7 +337,7 @@ class SqliteStore:
     def _taken(self, job_id: str) -> bool:
         return self._one("select_job", job_id=job_id) is not None
 
-    def _wake(self, rows: Sequence[sqlite3.Row]) -> None:
+    def _wake(self, rows: Sequence[Row]) -> None:
         wakeup.notify(row["wake_addr"] for row in rows)
 
     def _wake_idle_workers(self) -> None:

@@ -251,23 +251,71 @@ def _worker_pids(supervisor: int) -> list[int]:
 
 
 # --- baselines -------------------------------------------------------------------------
-def spawn_baseline(processes: int, seconds: float = 3.0) -> float:
-    """Starts per second of `processes` Python processes running /bin/sh -c true, captured."""
-    code = (
-        "import subprocess, time, sys\n"
-        "end = time.monotonic() + float(sys.argv[1]); n = 0\n"
-        "while time.monotonic() < end:\n"
-        "    subprocess.run(['/bin/sh', '-c', 'true'], capture_output=True,"
-        " start_new_session=True); n += 1\n"
-        "print(n)\n"
-    )
-    started = time.monotonic()
+LOOP_READY = "ready"
+"""What a baseline loop prints once it is set up; it then waits for a line on stdin to start."""
+
+SPAWN_LOOP = """
+import subprocess, sys, time
+print("ready", flush=True)
+sys.stdin.readline()
+n = 0
+started = time.monotonic()
+end = started + float(sys.argv[1])
+while time.monotonic() < end:
+    subprocess.run(["/bin/sh", "-c", "true"], capture_output=True, start_new_session=True)
+    n += 1
+print(n, started, time.monotonic())
+"""
+"""One process of the raw spawn loop: /bin/sh -c true, captured, in a session of its own."""
+
+
+def _parallel_rate(code: str, args: list[str], processes: int) -> float:
+    """Operations per second of `processes` copies of the loop `code`, run at the same time.
+
+    Each copy sets up (starts Python, imports, connects), says LOOP_READY and waits; all are
+    let go together, and each prints how many operations it did, and when it started and ended
+    (CLOCK_MONOTONIC is the machine's, the same in every process). The rate is all operations
+    over the union of the windows: copies that start one after the other, each alone on the
+    machine for a while, would otherwise add up to more than they can do together.
+    """
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(seconds)], stdout=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(processes)
     ]
-    total = sum(int(p.communicate()[0]) for p in procs)
-    return total / (time.monotonic() - started)
+    try:
+        for proc in procs:
+            assert proc.stdout is not None  # noqa: S101
+            if proc.stdout.readline().strip() != LOOP_READY:
+                raise RuntimeError(f"a baseline loop failed to start ({proc.poll()})")
+        for proc in procs:
+            assert proc.stdin is not None  # noqa: S101
+            proc.stdin.write("go\n")
+            proc.stdin.close()
+        reports = []
+        for proc in procs:
+            assert proc.stdout is not None  # noqa: S101
+            out = proc.stdout.read()
+            if proc.wait() != 0:
+                raise RuntimeError(f"a baseline loop failed ({proc.returncode})")
+            done, started, ended = out.split()
+            reports.append((int(done), float(started), float(ended)))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    window = max(r[2] for r in reports) - min(r[1] for r in reports)
+    return sum(r[0] for r in reports) / window
+
+
+def spawn_baseline(processes: int, seconds: float = 3.0) -> float:
+    """Starts per second of `processes` Python processes running /bin/sh -c true, captured."""
+    return _parallel_rate(SPAWN_LOOP, [str(seconds)], processes)
 
 
 PSYCOPG_LOOP = """
@@ -279,6 +327,8 @@ claim = (
     " FOR UPDATE SKIP LOCKED)"
     " UPDATE jobs AS j SET state = 'processing' FROM next WHERE j.id = next.id RETURNING j.id"
 )
+print("ready", flush=True)
+sys.stdin.readline()
 n = 0
 started = time.monotonic()
 end = started + float(sys.argv[2])
@@ -289,7 +339,7 @@ while time.monotonic() < end:
     subprocess.run(["/bin/sh", "-c", "true"], capture_output=True, start_new_session=True)
     conn.execute("UPDATE jobs SET state = 'completed' WHERE id = %s", row)
     n += 1
-print(n, time.monotonic() - started)
+print(n, started, time.monotonic())
 """
 """One process of the minimal psycopg worker loop: claim (SKIP LOCKED), run `sh -c true`,
 mark completed; each statement its own transaction."""
@@ -309,19 +359,7 @@ def psycopg_loop_baseline(target: PostgresTarget, processes: int, seconds: float
             "INSERT INTO jobs (state) SELECT 'pending' FROM generate_series(1, %s)", (rows,)
         )
         conn.execute("VACUUM (ANALYZE) jobs")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", PSYCOPG_LOOP, url, str(seconds)], stdout=subprocess.PIPE
-        )
-        for _ in range(processes)
-    ]
-    rate = 0.0
-    for proc in procs:
-        out, _ = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError("the psycopg loop baseline failed")
-        done, elapsed = out.split()
-        rate += int(done) / float(elapsed)
+    rate = _parallel_rate(PSYCOPG_LOOP, [url, str(seconds)], processes)
     target.discard(url)
     return rate
 

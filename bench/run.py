@@ -571,8 +571,8 @@ def _fill(store: Store, count: int) -> None:
         ])  # fmt: skip
 
 
-def _claim_finish_rate(store: Store, ops: int) -> float:
-    """Claims and completes `ops` jobs in-process (no command runs); jobs per second."""
+def _claim_finish_seconds(store: Store, ops: int) -> float:
+    """Seconds to claim and complete `ops` jobs in-process (no command runs)."""
     cfg = qconfig.Config()
     started = time.perf_counter()
     for _ in range(ops):
@@ -581,7 +581,12 @@ def _claim_finish_rate(store: Store, ops: int) -> float:
         now = datetime.now(UTC)
         outcome = executor_outcome(now)
         store.finish(claim, outcome, retry.next_transition(claim.job, outcome, cfg, now))
-    return ops / (time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def _claim_finish_rate(store: Store, ops: int) -> float:
+    """Claims and completes `ops` jobs in-process (no command runs); jobs per second."""
+    return ops / _claim_finish_seconds(store, ops)
 
 
 def executor_outcome(now: datetime) -> Outcome:
@@ -589,27 +594,46 @@ def executor_outcome(now: datetime) -> Outcome:
     return Outcome(end=AttemptEnd.SUCCEEDED, started_at=now, ended_at=now, exit_code=0, pid=1)
 
 
+DEPTH_ROUNDS = 10
+"""How many turns the two depths' claims take: the machine's speed drifts within minutes."""
+
+
 def bench_depth(target: Target, sizes: Sizes) -> Result:
     result = Result("depth")
-    rates, fills = {}, {}
-    for depth in (sizes.depth_small, sizes.depth_large):
-        db = target.fresh(f"depth{depth}")
-        store = open_store(db)
-        started = time.perf_counter()
-        _fill(store, depth + sizes.depth_ops)
-        fills[depth] = (depth + sizes.depth_ops) / (time.perf_counter() - started)
-        target.settle(db)
-        rates[depth] = _claim_finish_rate(store, sizes.depth_ops)
-        store.close()
-        target.discard(db)
+    depths = (sizes.depth_small, sizes.depth_large)
+    chunk = max(sizes.depth_ops // DEPTH_ROUNDS, 1)
+    ops = chunk * DEPTH_ROUNDS
+    stores: dict[int, tuple[str, Store]] = {}
+    fills, spent = {}, dict.fromkeys(depths, 0.0)
+    try:
+        for depth in depths:
+            db = target.fresh(f"depth{depth}")
+            stores[depth] = (db, open_store(db))
+            started = time.perf_counter()
+            _fill(stores[depth][1], depth + ops)
+            fills[depth] = (depth + ops) / (time.perf_counter() - started)
+        for db, _ in stores.values():  # both filled first: the large fill's writes are settled
+            target.settle(db)
+        # Turn about, each depth first every other round: both see the same machine.
+        for turn in range(DEPTH_ROUNDS):
+            for depth in depths if turn % 2 == 0 else depths[::-1]:
+                spent[depth] += _claim_finish_seconds(stores[depth][1], chunk)
+    finally:
+        for db, store in stores.values():
+            store.close()
+            target.discard(db)
+    rates = {depth: ops / spent[depth] for depth in depths}
     result.figures.update(
         small_depth=sizes.depth_small, large_depth=sizes.depth_large,
         small_jobs_per_s=rates[sizes.depth_small], large_jobs_per_s=rates[sizes.depth_large],
         ratio=rates[sizes.depth_large] / rates[sizes.depth_small],
         large_fill_jobs_per_s=fills[sizes.depth_large],
     )  # fmt: skip
+    result.notes.append(
+        f"claim + finish in-process, {ops} jobs at each depth, {DEPTH_ROUNDS} turns about"
+    )
     if isinstance(target, PostgresTarget):
-        result.notes.append("VACUUM (ANALYZE) and CHECKPOINT after each fill")
+        result.notes.append("VACUUM (ANALYZE) and CHECKPOINT after the fills")
     return result
 
 

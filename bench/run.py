@@ -1,16 +1,27 @@
 """queuectl's benchmark harness: each benchmark measures its own baseline in the same run.
 
-    python bench/run.py                 # everything at full size (several minutes)
-    python bench/run.py --quick         # tiny sizes: checks that every benchmark still works
+    python bench/run.py                      # everything on SQLite at full size (several minutes)
+    python bench/run.py --store postgres     # the same on a throwaway PostgreSQL server
+    python bench/run.py --store both         # each benchmark on SQLite, then on PostgreSQL
+    python bench/run.py --quick              # tiny sizes: checks that every benchmark still works
     python bench/run.py throughput latency --json out.json
+
+Every benchmark gets a fresh store: a new SQLite file, or a new database (CREATE DATABASE) on
+the PostgreSQL server. That server is a throwaway cluster started here (tests/pgcluster.py:
+initdb into a temporary directory, 127.0.0.1 on a free port), run with PostgreSQL's durable
+defaults (fsync, full_page_writes and synchronous_commit on), unlike the test suite's; or an
+existing server given with `--pg-url` (its user needs CREATEDB; each database made there is
+dropped afterwards).
 
 Results print as a table and are written as JSON (bench/results/latest.json by default).
 """
 
 from __future__ import annotations
 
+import abc
 import argparse
 import compileall
+import contextlib
 import json
 import os
 import platform
@@ -21,19 +32,32 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import queuectl
-from queuectl import api, retry
+from queuectl import api, executor, retry
 from queuectl import config as qconfig
 from queuectl.models import AttemptEnd, JobSpec, JobState, NewJob, Outcome
 from queuectl.store import Store, open_store
 
+if TYPE_CHECKING:
+    import psycopg
+    from tests.pgcluster import PgCluster
+
+ROOT = Path(__file__).resolve().parents[1]
 QUEUECTL = shutil.which("queuectl", path=str(Path(sys.executable).parent)) or "queuectl"
+STORES = ("sqlite", "postgres")
+
+DURABLE_PG_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+"""The bench's own server keeps PostgreSQL's durable defaults (the test suite turns them off);
+queuectl's sessions set synchronous_commit=on whatever the server says."""
+PG_REPORTED = ("fsync", "synchronous_commit", "full_page_writes", "wal_sync_method",
+               "shared_buffers", "max_connections")  # fmt: skip
 
 
 @dataclass
@@ -67,6 +91,139 @@ QUICK = Sizes(
 )  # fmt: skip
 
 
+# --- where the stores live -------------------------------------------------------------
+class Target(abc.ABC):
+    """One store's benchmarks' locations: a fresh, empty store location for each benchmark."""
+
+    store: str
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+
+    @abc.abstractmethod
+    def fresh(self, name: str) -> str:
+        """A location with nothing in it (a file path or a postgresql:// URL)."""
+
+    @abc.abstractmethod
+    def discard(self, location: str) -> None:
+        """Delete what `location` holds."""
+
+    @abc.abstractmethod
+    def run_window(self, location: str) -> float:
+        """Seconds from the first attempt's start to the last attempt's end."""
+
+    def log_bytes(self, location: str) -> int | None:
+        """The size of the store's write-ahead log now, when the store has one of its own."""
+        return None
+
+    @abc.abstractmethod
+    def settle(self, location: str, table: str = "queuectl.jobs") -> None:
+        """Bring a freshly filled table to the state a running store's has (statistics, vacuum,
+        the fill's writes on disk); a baseline's table gets the same as queuectl's."""
+
+
+class SqliteTarget(Target):
+    """SQLite files in the run's temporary directory."""
+
+    store = "sqlite"
+
+    def fresh(self, name: str) -> str:
+        path = self.tmp / f"{name}.db"
+        self.discard(str(path))
+        return str(path)
+
+    def discard(self, location: str) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{location}{suffix}").unlink(missing_ok=True)
+
+    def run_window(self, location: str) -> float:
+        con = sqlite3.connect(location)
+        first, last = con.execute(
+            "SELECT min(started_at), max(ended_at) FROM queuectl_attempts"
+        ).fetchone()
+        con.close()
+        return float(last - first) / 1e6
+
+    def settle(self, location: str, table: str = "queuectl.jobs") -> None:
+        pass  # its claim is pinned to its index, and inserts leave nothing to vacuum
+
+    def log_bytes(self, location: str) -> int | None:
+        wal = Path(location + "-wal")
+        return wal.stat().st_size if wal.exists() else 0
+
+
+class PostgresTarget(Target):
+    """A database of its own on one PostgreSQL server for each benchmark."""
+
+    store = "postgres"
+
+    def __init__(self, tmp: Path, cluster: PgCluster) -> None:
+        super().__init__(tmp)
+        self.cluster = cluster
+
+    def fresh(self, name: str) -> str:
+        dbname = f"bench_{name}"
+        self.cluster.drop_database(dbname)
+        self.cluster.create_database(dbname)
+        return self.cluster.url(dbname)
+
+    def discard(self, location: str) -> None:
+        from tests.pgcluster import dbname_of
+
+        self.cluster.drop_database(dbname_of(location))
+
+    def run_window(self, location: str) -> float:
+        with _pg_connect(location) as conn:
+            row = conn.execute(
+                "SELECT extract(epoch FROM max(ended_at) - min(started_at))::float8"
+                " FROM queuectl.attempts"
+            ).fetchone()
+        assert row is not None  # noqa: S101
+        return float(row[0])
+
+    def settle(self, location: str, table: str = "queuectl.jobs") -> None:
+        import psycopg
+        from psycopg import sql
+
+        with _pg_connect(location) as conn:
+            # What autovacuum does to a filled table sooner or later, done now, so that it does
+            # not start in the middle of the measurement.
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(*table.split("."))))
+            # The fill's dirty pages (hundreds of MiB for a million jobs) written out now: else
+            # the checkpoint they bring on writes them during the measurement that follows, and
+            # its claims' WAL flushes queue behind those writes, a cost of the fill, not of the
+            # depth. An external server's user may not be allowed to (PostgreSQL 15+:
+            # pg_checkpoint); it is skipped there.
+            with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+                conn.execute("CHECKPOINT")
+
+    def settings(self) -> dict[str, str]:
+        """The server's version and the settings that decide its speed here."""
+        found = {"server_version": str(self.cluster.execute("SHOW server_version")[0][0])}
+        for name in PG_REPORTED:
+            found[name] = str(self.cluster.execute(f"SHOW {name}")[0][0])
+        return found
+
+
+def _pg_connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True, options="-c synchronous_commit=on")
+
+
+@contextlib.contextmanager
+def _pg_cluster(url: str | None) -> Iterator[PgCluster]:
+    """The server given by `url`, or a throwaway durable one started (and deleted) here."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # tests/ is not installed; run.py reuses its cluster
+    from tests.pgcluster import PgCluster
+
+    cluster = PgCluster.external(url) if url else PgCluster(settings=DURABLE_PG_SETTINGS)
+    with cluster:
+        yield cluster
+
+
+# --- helpers ---------------------------------------------------------------------------
 def _wait_until(
     predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.01
 ) -> None:
@@ -77,17 +234,10 @@ def _wait_until(
         time.sleep(interval)
 
 
-def _fresh_db(tmp: Path, name: str) -> Path:
-    path = tmp / f"{name}.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return path
-
-
-def _start_workers(db: Path, count: int, log: Path) -> subprocess.Popen[bytes]:
+def _start_workers(db: str, count: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [QUEUECTL, "--db", str(db), "worker", "start", "--count", str(count)],
+            [QUEUECTL, "--db", db, "worker", "start", "--count", str(count)],
             stdout=out,
             stderr=out,
             start_new_session=True,
@@ -112,47 +262,145 @@ def _worker_pids(supervisor: int) -> list[int]:
 
 
 # --- baselines -------------------------------------------------------------------------
-def spawn_baseline(processes: int, seconds: float = 3.0) -> float:
-    """Starts per second of `processes` Python processes running /bin/sh -c true, captured."""
-    code = (
-        "import subprocess, time, sys\n"
-        "end = time.monotonic() + float(sys.argv[1]); n = 0\n"
-        "while time.monotonic() < end:\n"
-        "    subprocess.run(['/bin/sh', '-c', 'true'], capture_output=True,"
-        " start_new_session=True); n += 1\n"
-        "print(n)\n"
-    )
-    started = time.monotonic()
+LOOP_READY = "ready"
+"""What a baseline loop prints once it is set up; it then waits for a line on stdin to start."""
+
+SPAWN_LOOP = """
+import subprocess, sys, time
+print("ready", flush=True)
+sys.stdin.readline()
+n = 0
+started = time.monotonic()
+end = started + float(sys.argv[1])
+while time.monotonic() < end:
+    subprocess.run(["/bin/sh", "-c", "true"], capture_output=True, start_new_session=True)
+    n += 1
+print(n, started, time.monotonic())
+"""
+"""One process of the raw spawn loop: /bin/sh -c true, captured, in a session of its own."""
+
+
+def _parallel_rate(code: str, args: list[str], processes: int) -> float:
+    """Operations per second of `processes` copies of the loop `code`, run at the same time.
+
+    Each copy sets up (starts Python, imports, connects), says LOOP_READY and waits; all are
+    let go together, and each prints how many operations it did, and when it started and ended
+    (CLOCK_MONOTONIC is the machine's, the same in every process). The rate is all operations
+    over the union of the windows: copies that start one after the other, each alone on the
+    machine for a while, would otherwise add up to more than they can do together.
+    """
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(seconds)], stdout=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(processes)
     ]
-    total = sum(int(p.communicate()[0]) for p in procs)
-    return total / (time.monotonic() - started)
+    try:
+        for proc in procs:
+            assert proc.stdout is not None  # noqa: S101
+            if proc.stdout.readline().strip() != LOOP_READY:
+                raise RuntimeError(f"a baseline loop failed to start ({proc.poll()})")
+        for proc in procs:
+            assert proc.stdin is not None  # noqa: S101
+            proc.stdin.write("go\n")
+            proc.stdin.close()
+        reports = []
+        for proc in procs:
+            assert proc.stdout is not None  # noqa: S101
+            out = proc.stdout.read()
+            if proc.wait() != 0:
+                raise RuntimeError(f"a baseline loop failed ({proc.returncode})")
+            done, started, ended = out.split()
+            reports.append((int(done), float(started), float(ended)))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    window = max(r[2] for r in reports) - min(r[1] for r in reports)
+    return sum(r[0] for r in reports) / window
+
+
+def spawn_baseline(processes: int, seconds: float = 3.0) -> float:
+    """Starts per second of `processes` Python processes running /bin/sh -c true, captured."""
+    return _parallel_rate(SPAWN_LOOP, [str(seconds)], processes)
+
+
+PSYCOPG_LOOP = """
+import subprocess, sys, time
+import psycopg
+conn = psycopg.connect(sys.argv[1], autocommit=True, options="-c synchronous_commit=on")
+claim = (
+    "WITH next AS (SELECT id FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
+    " FOR UPDATE SKIP LOCKED)"
+    " UPDATE jobs AS j SET state = 'processing' FROM next WHERE j.id = next.id RETURNING j.id"
+)
+print("ready", flush=True)
+sys.stdin.readline()
+n = 0
+started = time.monotonic()
+end = started + float(sys.argv[2])
+while time.monotonic() < end:
+    row = conn.execute(claim).fetchone()
+    if row is None:
+        break
+    subprocess.run(["/bin/sh", "-c", "true"], capture_output=True, start_new_session=True)
+    conn.execute("UPDATE jobs SET state = 'completed' WHERE id = %s", row)
+    n += 1
+print(n, started, time.monotonic())
+"""
+"""One process of the minimal psycopg worker loop: claim (SKIP LOCKED), run `sh -c true`,
+mark completed; each statement its own transaction."""
+
+
+def psycopg_loop_baseline(target: PostgresTarget, processes: int, seconds: float = 3.0) -> float:
+    """Jobs per second of `processes` minimal psycopg worker loops on a table of their own."""
+    url = target.fresh("rawloop")
+    with _pg_connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE jobs (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+            " state text NOT NULL)"
+        )
+        conn.execute("CREATE INDEX jobs_pending ON jobs (id) WHERE state = 'pending'")
+        rows = int(processes * seconds * 2000) + 1000  # more than they can run in `seconds`
+        conn.execute(
+            "INSERT INTO jobs (state) SELECT 'pending' FROM generate_series(1, %s)", (rows,)
+        )
+    target.settle(url, "jobs")
+    rate = _parallel_rate(PSYCOPG_LOOP, [url, str(seconds)], processes)
+    target.discard(url)
+    return rate
 
 
 # --- 1. throughput ---------------------------------------------------------------------
-def bench_throughput(tmp: Path, sizes: Sizes) -> Result:
+def bench_throughput(target: Target, sizes: Sizes) -> Result:
     result = Result("throughput")
     seconds = 3.0 if sizes.jobs > 1000 else 0.5
-    baselines = []
+    baselines, loops = [], []
     for count in (1, 2, 4):
-        # The baseline right before each run: the machine's speed drifts within minutes.
+        # The baselines right before each run: the machine's speed drifts within minutes.
         baseline = spawn_baseline(2, seconds=seconds)
         baselines.append(baseline)
-        db = _fresh_db(tmp, f"throughput{count}")
+        if isinstance(target, PostgresTarget):
+            loop = psycopg_loop_baseline(target, count, seconds=seconds)
+            loops.append(loop)
+            result.figures[f"workers{count}_psycopg_loop_per_s"] = loop
+        db = target.fresh(f"throughput{count}")
         store = open_store(db)
         api.enqueue(store, [JobSpec(command="true") for _ in range(sizes.jobs)])
-        wal = db.with_name(db.name + "-wal")
-        wal_peak = 0
+        target.settle(db)  # as the psycopg loop's table is
+        log_peak = 0
 
-        def done(store: Store = store, wal: Path = wal) -> bool:
-            nonlocal wal_peak
-            wal_peak = max(wal_peak, wal.stat().st_size if wal.exists() else 0)
+        def done(store: Store = store, db: str = db) -> bool:
+            nonlocal log_peak
+            log_peak = max(log_peak, target.log_bytes(db) or 0)
             return _completed(store, sizes.jobs)
 
         started = time.monotonic()
-        proc = _start_workers(db, count, tmp / "throughput.log")
+        proc = _start_workers(db, count, target.tmp / "throughput.log")
         try:
             # Counting scans the table: look rarely, so as not to steal a core from the workers
             # (the figure comes from the attempts' own timestamps, not from this poll).
@@ -160,29 +408,29 @@ def bench_throughput(tmp: Path, sizes: Sizes) -> Result:
             wall = time.monotonic() - started
         finally:
             _stop_workers(proc)
-        window = _run_window(db)
         store.close()
+        window = target.run_window(db)
+        target.discard(db)
         rate = sizes.jobs / window
         result.figures[f"workers{count}_jobs_per_s"] = rate
         result.figures[f"workers{count}_wall_jobs_per_s"] = sizes.jobs / wall
         result.figures[f"workers{count}_baseline_per_s"] = baseline
         result.figures[f"workers{count}_ratio_to_baseline"] = rate / baseline
-        result.figures[f"workers{count}_wal_peak_mib"] = wal_peak / 2**20
+        if loops:
+            result.figures[f"workers{count}_ratio_to_psycopg_loop"] = rate / loops[-1]
+        if target.log_bytes(db) is not None:
+            result.figures[f"workers{count}_wal_peak_mib"] = log_peak / 2**20
     result.figures["baseline_spawn_2proc_per_s"] = statistics.mean(baselines)
     result.notes.append(
         "jobs/s over the run window (first attempt start to last attempt end); "
         "wall includes starting the workers; each ratio is to the baseline measured just before"
     )
+    if loops:
+        result.notes.append(
+            "psycopg loop: N processes each claiming one row (SKIP LOCKED CTE + UPDATE "
+            "RETURNING), running `sh -c true`, marking it completed, on a table of its own"
+        )
     return result
-
-
-def _run_window(db: Path) -> float:
-    con = sqlite3.connect(db)
-    first, last = con.execute(
-        "SELECT min(started_at), max(ended_at) FROM queuectl_attempts"
-    ).fetchone()
-    con.close()
-    return float(last - first) / 1e6
 
 
 def _completed(store: Store, count: int) -> bool:
@@ -190,12 +438,14 @@ def _completed(store: Store, count: int) -> bool:
 
 
 # --- 2. pickup latency -----------------------------------------------------------------
-def bench_latency(tmp: Path, sizes: Sizes) -> Result:
+def bench_latency(target: Target, sizes: Sizes) -> Result:
     result = Result("latency")
-    db = _fresh_db(tmp, "latency")
+    db = target.fresh("latency")
     store = open_store(db)
-    proc = _start_workers(db, 2, tmp / "latency.log")
+    proc = _start_workers(db, 2, target.tmp / "latency.log")
     latencies: list[float] = []
+    floors: list[float] = []
+    snapshot = dict(os.environb)
     try:
         _wait_until(lambda: len(store.list_workers()) == 2, 30, "workers to register")
         for i in range(sizes.pickups):
@@ -205,17 +455,32 @@ def bench_latency(tmp: Path, sizes: Sizes) -> Result:
             _wait_until(partial(_done, store, job_id), 30, "the job to finish")
             started = int(store.attempts(job_id)[-1].stdout)
             latencies.append((started - committed) / 1e6)
+            floors.append(_spawn_floor_ms(snapshot))  # turn about: the same machine for both
         cpu = _idle_cpu(proc.pid, seconds=3.0 if sizes.pickups > 50 else 1.0)
     finally:
         _stop_workers(proc)
         store.close()
+    target.discard(db)
     latencies.sort()
+    floors.sort()
     result.figures.update(
         p50_ms=_pct(latencies, 50), p95_ms=_pct(latencies, 95), p99_ms=_pct(latencies, 99),
         max_ms=latencies[-1], idle_worker_cpu_percent=cpu,
+        spawn_floor_p50_ms=_pct(floors, 50), spawn_floor_p99_ms=_pct(floors, 99),
     )  # fmt: skip
     result.notes.append("enqueue committed -> `date` inside the job printed its time")
+    result.notes.append(
+        "spawn floor: the worker's executor run here on `date +%s%N`, from the call to the time "
+        "it printed (no store), after each pickup"
+    )
     return result
+
+
+def _spawn_floor_ms(inherit: dict[bytes, bytes]) -> float:
+    """How long the worker's own way of starting a command takes to get `date` to run."""
+    called = time.time_ns()
+    outcome = executor.run("date +%s%N", inherit=inherit)
+    return (int(outcome.stdout) - called) / 1e6
 
 
 def _done(store: Store, job_id: str) -> bool:
@@ -258,29 +523,38 @@ def _interleaved_medians(a: list[str], b: list[str], runs: int) -> tuple[float, 
     return statistics.median(times_a), statistics.median(times_b)
 
 
-def bench_enqueue(tmp: Path, sizes: Sizes) -> Result:
+def bench_enqueue(target: Target, sizes: Sizes) -> Result:
     result = Result("enqueue")
     # pip compiles an installed package's bytecode; an editable checkout run with
     # PYTHONDONTWRITEBYTECODE (as here) would compile every module again on every call.
     compileall.compile_dir(Path(queuectl.__file__).parent, quiet=1)
-    db = _fresh_db(tmp, "enqueue")
+    db = target.fresh("enqueue")
     open_store(db).close()
+    if isinstance(target, PostgresTarget):
+        # The least a CLI call on PostgreSQL does: start Python, import psycopg, connect.
+        base_name, base_code = (
+            "python_psycopg_connect_ms",
+            f"import psycopg; psycopg.connect({db!r}).close()",
+        )
+    else:
+        base_name, base_code = "python_import_sqlite3_ms", "import sqlite3"
     base, cli = _interleaved_medians(
-        [sys.executable, "-c", "import sqlite3"],
-        [QUEUECTL, "--db", str(db), "enqueue", "--", "true"],
+        [sys.executable, "-c", base_code],
+        [QUEUECTL, "--db", db, "enqueue", "--", "true"],
         sizes.cli_runs,
     )
-    result.figures.update(
-        cli_enqueue_ms=cli * 1000, python_import_sqlite3_ms=base * 1000, cli_ratio=cli / base
-    )
-    jsonl = tmp / "bulk.jsonl"
+    target.discard(db)
+    result.figures.update({"cli_enqueue_ms": cli * 1000, base_name: base * 1000,
+                           "cli_ratio": cli / base})  # fmt: skip
+    jsonl = target.tmp / "bulk.jsonl"
     jsonl.write_text("".join(f'{{"command":"echo {i}"}}\n' for i in range(sizes.bulk)))
-    bulk_db = _fresh_db(tmp, "bulk")
+    bulk_db = target.fresh("bulk")
     open_store(bulk_db).close()
     started = time.perf_counter()
-    subprocess.run([QUEUECTL, "--db", str(bulk_db), "enqueue", "--file", str(jsonl)],
+    subprocess.run([QUEUECTL, "--db", bulk_db, "enqueue", "--file", str(jsonl)],
                    check=True, capture_output=True)  # fmt: skip
     result.figures["bulk_jobs_per_s"] = sizes.bulk / (time.perf_counter() - started)
+    target.discard(bulk_db)
     result.notes.append(f"bulk: {sizes.bulk} jobs from a JSON-lines file, one CLI call")
     return result
 
@@ -297,8 +571,8 @@ def _fill(store: Store, count: int) -> None:
         ])  # fmt: skip
 
 
-def _claim_finish_rate(store: Store, ops: int) -> float:
-    """Claims and completes `ops` jobs in-process (no command runs); jobs per second."""
+def _claim_finish_seconds(store: Store, ops: int) -> float:
+    """Seconds to claim and complete `ops` jobs in-process (no command runs)."""
     cfg = qconfig.Config()
     started = time.perf_counter()
     for _ in range(ops):
@@ -307,7 +581,12 @@ def _claim_finish_rate(store: Store, ops: int) -> float:
         now = datetime.now(UTC)
         outcome = executor_outcome(now)
         store.finish(claim, outcome, retry.next_transition(claim.job, outcome, cfg, now))
-    return ops / (time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def _claim_finish_rate(store: Store, ops: int) -> float:
+    """Claims and completes `ops` jobs in-process (no command runs); jobs per second."""
+    return ops / _claim_finish_seconds(store, ops)
 
 
 def executor_outcome(now: datetime) -> Outcome:
@@ -315,21 +594,46 @@ def executor_outcome(now: datetime) -> Outcome:
     return Outcome(end=AttemptEnd.SUCCEEDED, started_at=now, ended_at=now, exit_code=0, pid=1)
 
 
-def bench_depth(tmp: Path, sizes: Sizes) -> Result:
+DEPTH_ROUNDS = 10
+"""How many turns the two depths' claims take: the machine's speed drifts within minutes."""
+
+
+def bench_depth(target: Target, sizes: Sizes) -> Result:
     result = Result("depth")
-    rates = {}
-    for depth in (sizes.depth_small, sizes.depth_large):
-        db = _fresh_db(tmp, f"depth{depth}")
-        store = open_store(db)
-        _fill(store, depth + sizes.depth_ops)
-        rates[depth] = _claim_finish_rate(store, sizes.depth_ops)
-        store.close()
-        Path(db).unlink()
+    depths = (sizes.depth_small, sizes.depth_large)
+    chunk = max(sizes.depth_ops // DEPTH_ROUNDS, 1)
+    ops = chunk * DEPTH_ROUNDS
+    stores: dict[int, tuple[str, Store]] = {}
+    fills, spent = {}, dict.fromkeys(depths, 0.0)
+    try:
+        for depth in depths:
+            db = target.fresh(f"depth{depth}")
+            stores[depth] = (db, open_store(db))
+            started = time.perf_counter()
+            _fill(stores[depth][1], depth + ops)
+            fills[depth] = (depth + ops) / (time.perf_counter() - started)
+        for db, _ in stores.values():  # both filled first: the large fill's writes are settled
+            target.settle(db)
+        # Turn about, each depth first every other round: both see the same machine.
+        for turn in range(DEPTH_ROUNDS):
+            for depth in depths if turn % 2 == 0 else depths[::-1]:
+                spent[depth] += _claim_finish_seconds(stores[depth][1], chunk)
+    finally:
+        for db, store in stores.values():
+            store.close()
+            target.discard(db)
+    rates = {depth: ops / spent[depth] for depth in depths}
     result.figures.update(
         small_depth=sizes.depth_small, large_depth=sizes.depth_large,
         small_jobs_per_s=rates[sizes.depth_small], large_jobs_per_s=rates[sizes.depth_large],
         ratio=rates[sizes.depth_large] / rates[sizes.depth_small],
+        large_fill_jobs_per_s=fills[sizes.depth_large],
     )  # fmt: skip
+    result.notes.append(
+        f"claim + finish in-process, {ops} jobs at each depth, {DEPTH_ROUNDS} turns about"
+    )
+    if isinstance(target, PostgresTarget):
+        result.notes.append("VACUUM (ANALYZE) and CHECKPOINT after the fills")
     return result
 
 
@@ -342,7 +646,7 @@ CREATE TABLE attempts (job_seq INTEGER, number INTEGER, outcome TEXT, stdout BLO
 """
 
 
-def raw_sqlite_rate(path: Path, ops: int, synchronous: str) -> float:
+def raw_sqlite_rate(path: str, ops: int, synchronous: str) -> float:
     """The same two transactions (claim; record + complete) on a minimal schema, raw sqlite3."""
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode = WAL")
@@ -370,17 +674,72 @@ def raw_sqlite_rate(path: Path, ops: int, synchronous: str) -> float:
     return rate
 
 
-def bench_overhead(tmp: Path, sizes: Sizes) -> Result:
+RAW_PG_SCHEMA = (
+    "CREATE TABLE jobs (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text UNIQUE,"
+    " state text NOT NULL, run_at timestamptz NOT NULL, priority integer NOT NULL,"
+    " worker_id text, lease timestamptz)",
+    "CREATE INDEX runnable ON jobs (priority DESC, run_at, seq) WHERE state = 'pending'",
+    "CREATE TABLE attempts (job_seq bigint, number integer, outcome text, stdout bytea,"
+    " PRIMARY KEY (job_seq, number))",
+)
+RAW_PG_CLAIM = (
+    "WITH next AS (SELECT seq FROM jobs WHERE state = 'pending' AND run_at <= now()"
+    " ORDER BY priority DESC, run_at, seq LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    " UPDATE jobs AS j SET state = 'processing', worker_id = 'w',"
+    " lease = now() + interval '30 seconds' FROM next WHERE j.seq = next.seq RETURNING j.seq"
+)
+
+
+def raw_psycopg_rate(target: PostgresTarget, ops: int, synchronous_commit: str) -> float:
+    """The same two transactions (claim; record + complete) on a minimal schema, raw psycopg."""
+    url = target.fresh(f"raw_{synchronous_commit}")
+    with _pg_connect(url) as conn:
+        conn.execute(f"SET synchronous_commit = {synchronous_commit}")
+        for statement in RAW_PG_SCHEMA:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO jobs (id, state, run_at, priority)"
+            " SELECT 'r' || i, 'pending', now(), 0 FROM generate_series(1, %s) AS i",
+            (ops,),
+        )
+        target.settle(url, "jobs")
+        started = time.perf_counter()
+        for _ in range(ops):
+            row = conn.execute(RAW_PG_CLAIM).fetchone()
+            assert row is not None  # noqa: S101
+            with conn.transaction():
+                conn.execute("INSERT INTO attempts VALUES (%s, 1, 'succeeded', '')", row)
+                conn.execute(
+                    "UPDATE jobs SET state = 'completed' WHERE seq = %s AND worker_id = 'w'", row
+                )
+        rate = ops / (time.perf_counter() - started)
+    target.discard(url)
+    return rate
+
+
+def bench_overhead(target: Target, sizes: Sizes) -> Result:
     result = Result("overhead")
-    db = _fresh_db(tmp, "overhead")
+    db = target.fresh("overhead")
     store = open_store(db)
     _fill(store, sizes.overhead_ops)
+    target.settle(db)
     rate = _claim_finish_rate(store, sizes.overhead_ops)
     store.close()
-    raw_full = raw_sqlite_rate(_fresh_db(tmp, "raw_full"), sizes.overhead_ops, "FULL")
-    raw_normal = raw_sqlite_rate(_fresh_db(tmp, "raw_normal"), sizes.overhead_ops, "NORMAL")
+    target.discard(db)
+    result.figures["queuectl_jobs_per_s"] = rate
+    if isinstance(target, PostgresTarget):
+        sync_on = raw_psycopg_rate(target, sizes.overhead_ops, "on")
+        sync_off = raw_psycopg_rate(target, sizes.overhead_ops, "off")
+        result.figures.update(
+            raw_sync_on_jobs_per_s=sync_on, raw_sync_off_jobs_per_s=sync_off,
+            ratio_to_raw_sync_on=rate / sync_on, ratio_to_raw_sync_off=rate / sync_off,
+        )  # fmt: skip
+        result.notes.append("raw: psycopg, synchronous_commit on and off, same two transactions")
+        return result
+    raw_full = raw_sqlite_rate(target.fresh("raw_full"), sizes.overhead_ops, "FULL")
+    raw_normal = raw_sqlite_rate(target.fresh("raw_normal"), sizes.overhead_ops, "NORMAL")
     result.figures.update(
-        queuectl_jobs_per_s=rate, raw_full_jobs_per_s=raw_full, raw_normal_jobs_per_s=raw_normal,
+        raw_full_jobs_per_s=raw_full, raw_normal_jobs_per_s=raw_normal,
         ratio_to_raw_full=rate / raw_full, ratio_to_raw_normal=rate / raw_normal,
     )  # fmt: skip
     return result
@@ -394,12 +753,12 @@ def _rss_kib(pid: int, key: str = "VmRSS") -> int:
     return 0
 
 
-def bench_memory(tmp: Path, sizes: Sizes) -> Result:
+def bench_memory(target: Target, sizes: Sizes) -> Result:
     result = Result("memory")
-    db = _fresh_db(tmp, "memory")
+    db = target.fresh("memory")
     store = open_store(db)
     api.enqueue(store, [JobSpec(command="true") for _ in range(sizes.memory_jobs)])
-    proc = _start_workers(db, 1, tmp / "memory.log")
+    proc = _start_workers(db, 1, target.tmp / "memory.log")
     try:
         _wait_until(lambda: _worker_pids(proc.pid) != [], 30, "the worker")
         [worker] = _worker_pids(proc.pid)
@@ -418,6 +777,7 @@ def bench_memory(tmp: Path, sizes: Sizes) -> Result:
     finally:
         _stop_workers(proc)
         store.close()
+    target.discard(db)
     result.figures.update(
         rss_after_10pct_kib=early, rss_after_all_kib=late, rss_growth=late / early - 1,
         peak_before_big_output_kib=before_big, peak_after_big_output_kib=after_big,
@@ -428,7 +788,7 @@ def bench_memory(tmp: Path, sizes: Sizes) -> Result:
     return result
 
 
-BENCHMARKS: dict[str, Callable[[Path, Sizes], Result]] = {
+BENCHMARKS: dict[str, Callable[[Target, Sizes], Result]] = {
     "throughput": bench_throughput,
     "latency": bench_latency,
     "enqueue": bench_enqueue,
@@ -438,11 +798,11 @@ BENCHMARKS: dict[str, Callable[[Path, Sizes], Result]] = {
 }
 
 
-def _print_table(results: list[Result]) -> None:
+def _print_table(store: str, results: list[Result]) -> None:
     for result in results:
-        print(f"\n{result.name}")
+        print(f"\n{result.name} ({store})")
         for key, value in result.figures.items():
-            print(f"  {key:<32} {value:>14,.3f}")
+            print(f"  {key:<36} {value:>14,.3f}")
         for note in result.notes:
             print(f"  ({note})")
 
@@ -451,23 +811,54 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], default=[])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check it works")
+    parser.add_argument(
+        "--store",
+        choices=[*STORES, "both"],
+        default="sqlite",
+        help="the store to measure (both: each benchmark on SQLite, then on PostgreSQL)",
+    )
+    parser.add_argument(
+        "--pg-url",
+        help="an existing PostgreSQL server instead of a throwaway one "
+        "(postgresql://user@host:port/postgres; the user needs CREATEDB)",
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
     names = args.names or list(BENCHMARKS)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="queuectl-bench-") as tmp:
+    stores = list(STORES) if args.store == "both" else [args.store]
+    results: dict[str, list[Result]] = {store: [] for store in stores}
+    machine: dict[str, Any] = {
+        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version, "platform": platform.platform(),
+        "load_before": os.getloadavg(),
+    }  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="queuectl-bench-")))
+        targets: dict[str, Target] = {}
+        for store in stores:
+            if store == "sqlite":
+                targets[store] = SqliteTarget(tmp / "sqlite")
+            else:
+                cluster = stack.enter_context(_pg_cluster(args.pg_url))
+                targets[store] = pg = PostgresTarget(tmp / "postgres", cluster)
+                machine["postgres"] = pg.settings()
+            targets[store].tmp.mkdir()
         for name in names:
-            print(f"running {name}…", file=sys.stderr, flush=True)
-            results.append(BENCHMARKS[name](Path(tmp), sizes))
-    _print_table(results)
+            for store in stores:
+                print(f"running {name} on {store}…", file=sys.stderr, flush=True)
+                results[store].append(BENCHMARKS[name](targets[store], sizes))
+    machine["load_after"] = os.getloadavg()
+    for store in stores:
+        _print_table(store, results[store])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "sqlite": sqlite3.sqlite_version, "platform": platform.platform()},
+        "machine": machine,
         "quick": args.quick,
-        "results": {r.name: {"figures": r.figures, "notes": r.notes} for r in results},
+        "stores": stores,
+        "results": {store: {r.name: {"figures": r.figures, "notes": r.notes}
+                            for r in results[store]} for store in stores},
     }, indent=2))  # fmt: skip
     return 0
 

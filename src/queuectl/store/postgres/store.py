@@ -152,19 +152,28 @@ class PostgresStore:
 
     # --- jobs: write path --------------------------------------------------------
     def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
-        if any(common.has_nul(job) for job in jobs):
-            raise errors.UsageError(common.NUL_REFUSED)
+        # A NUL is refused by psycopg (text, text[]) or by the server (jsonb's \u0000), and the
+        # whole batch rolls back: it is looked for only then, off the path of a batch with none
+        # (the look at every field cost 0.16 s a 100,000-job batch, a tenth of the enqueue).
         try:
             with self._transaction() as conn:
                 self._copy(conn, jobs)
                 # the wake-up rides on the same transaction: sent when it commits
                 self._wake_idle_workers(conn)
         except psycopg.errors.UniqueViolation:
+            self._refuse_nul(jobs)
             found = self._all("select_existing_ids", ids=[job.id for job in jobs])
             taken = {row["id"] for row in found}
             raise common.first_duplicate(jobs, taken.__contains__) from None
         except psycopg.DataError as exc:
+            self._refuse_nul(jobs)
             raise errors.UsageError(f"job: {connection.reason(exc)}") from None
+
+    @staticmethod
+    def _refuse_nul(jobs: Sequence[models.NewJob]) -> None:
+        """Raise the NUL refusal (before any other) when a job of a failed batch holds one."""
+        if any(common.has_nul(job) for job in jobs):
+            raise errors.UsageError(common.NUL_REFUSED) from None
 
     @staticmethod
     def _copy(conn: connection.Connection, jobs: Sequence[models.NewJob]) -> None:

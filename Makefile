@@ -30,8 +30,11 @@ test: lint
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache
 
+# Every benchmark on both stores (BENCH_STORE=sqlite or postgres for one); PostgreSQL is a
+# throwaway server the harness starts, like the tests'.
+BENCH_STORE ?= both
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --store $(BENCH_STORE)
 
 # 2,000 jobs under faults on each store, about twelve minutes each (tests/chaos;
 # QUEUECTL_CHAOS_SEED=N repeats a run, QUEUECTL_CHAOS_STORE=sqlite|postgres picks one store).

@@ -178,6 +178,7 @@ def test_a_version_1_file_is_upgraded_with_its_jobs(tmp_path, monkeypatch):
         assert job is not None
         assert (job.command, job.tags, job.control) == ("true", (), None)
         assert [a.end for a in new.attempts("kept")] == [AttemptEnd.FAILED]
+        assert new.counts().by_queue == {"default": {JobState.DEAD: 1}}
         # The widened CHECKs (edited in place by migration 5) hold on this connection at once.
         retried = new.retry(Selection(ids=("kept",)))
         assert retried == ["kept"]
@@ -279,9 +280,10 @@ BACKEND_ONLY = {
         "select_clock",
         "select_existing_ids",
     },
-    "sqlite": set(),
+    "sqlite": {"count_new_jobs"},
 }
-"""Queries of one backend's own mechanisms: migration locks, LISTEN, the server's clock."""
+"""Queries of one backend's own mechanisms: migration locks, LISTEN, the server's clock, and how
+each keeps its job counts (SQLite: a bulk enqueue's added by count_new_jobs)."""
 
 
 def test_both_backends_name_their_queries_alike():

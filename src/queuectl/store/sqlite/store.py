@@ -13,6 +13,7 @@ and a test checks the version in use (docs/durability.md).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -326,9 +327,11 @@ class SqliteStore:
         # which tells a NUL from a user's literal backslash before "u0000".
         if "\\u0000" in batch and any(common.has_nul(job) for job in jobs):
             raise errors.UsageError(common.NUL_REFUSED)
+        per_queue = collections.Counter(job.queue for job in jobs)
         try:
             with self._write():
                 self._run("insert_jobs", rows=batch, now=self._now_us())
+                self._run("count_new_jobs", counts=json.dumps(per_queue))
         except apsw.ConstraintError:
             # after the rollback, so the batch is gone
             raise common.first_duplicate(jobs, self._taken) from None

@@ -1,13 +1,16 @@
 """Job counts kept with every change, so that `status` never counts the jobs table.
 
 On each backend (`db`): after any sequence of the Store's verbs, counts() equals a GROUP BY over
-the jobs table asked directly, and a bulk enqueue that fails leaves them as they were.
+the jobs table asked directly, and a bulk enqueue that fails leaves them as they were. On
+PostgreSQL the counts are a log of deltas that compact_counts() folds: folding keeps the counts,
+leaves at most one row per queue and state, and two foldings at once still keep them right.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +29,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from queuectl import config, errors, models, retry
-from queuectl.store import Store, is_postgres, location, open_store
+from queuectl import config, errors, models, retry, worker
+from queuectl.store import Store, is_postgres, location, open_store, sqlfile
+from queuectl.store.postgres.store import PostgresStore
+from tests import pgcluster
+from tests.conftest import TEMPLATE
+from tests.helpers import wait_until
 
 CFG = config.Config(max_backoff=0.0)  # a failed job is due again at once
 QUEUES = ("default", "mail", "batch")
@@ -61,6 +68,15 @@ def grouped(db: str) -> Counted:
         for queue, state, n in rows.fetchall():
             found.setdefault(queue, {})[models.JobState(state)] = n
     return found
+
+
+def delta_rows(db: str) -> list[tuple[str, str, int]]:
+    """PostgreSQL's log of count deltas, as (queue, state, rows)."""
+    with raw(db) as conn:
+        rows = conn.execute(
+            "SELECT queue, state, count(*) FROM count_deltas GROUP BY queue, state"
+        ).fetchall()
+    return [(str(q), str(s), int(n)) for q, s, n in rows]
 
 
 def new_job(
@@ -230,6 +246,10 @@ class Verbs(RuleBasedStateMachine):
         cutoffs = {models.JobState.COMPLETED: FAR, models.JobState.CANCELLED: FAR}
         self.store.purge_finished(0, 1_000_000, cutoffs)
 
+    @rule()
+    def compact(self) -> None:
+        self.store.compact_counts()
+
     # --- invariants -----------------------------------------------------------------------------
     @invariant()
     def counts_match_the_jobs_table(self) -> None:
@@ -284,3 +304,146 @@ def test_counts_of_many_jobs_in_many_queues(store: Store, db: str) -> None:
     assert counts.by_queue == grouped(db)
     assert counts.total(models.JobState.PENDING) == 20_000 - 50
     assert len(counts.by_queue) == 40
+
+
+# --- PostgreSQL's delta log ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_url(pg_cluster: pgcluster.PgCluster) -> Iterator[str]:
+    url = pgcluster.fresh_database(pg_cluster, TEMPLATE)
+    yield url
+    pg_cluster.drop_database(pgcluster.dbname_of(url))
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[PostgresStore]:
+    opened = open_store(pg_url)
+    assert isinstance(opened, PostgresStore)
+    yield opened
+    opened.close()
+
+
+def churn(store: Store, prefix: str, n: int = 30) -> None:
+    """Enqueue, claim and finish jobs one at a time: many small deltas."""
+    for i in range(n):
+        store.enqueue([new_job(f"{prefix}{i}", QUEUES[i % 3])])
+    for i in range(n // 2):
+        c = store.claim("w", "h", None, 60.0)
+        assert c is not None
+        end = models.AttemptEnd.SUCCEEDED if i % 3 else models.AttemptEnd.FAILED
+        out = outcome(end)
+        store.finish(c, out, retry.next_transition(c.job, out, CFG, store.now()))
+
+
+def test_compaction_keeps_the_counts_and_leaves_one_row_per_queue_and_state(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    churn(pg_store, "a")
+    before = pg_store.counts()
+    assert before.by_queue == grouped(pg_url)
+    assert max(n for _, _, n in delta_rows(pg_url)) > 1
+    pg_store.compact_counts()
+    assert pg_store.counts() == before
+    after = delta_rows(pg_url)
+    assert all(n == 1 for _, _, n in after), after
+    kept = {(q, s) for q, s, _ in after}
+    assert kept == {(q, s.value) for q, states in before.by_queue.items() for s in states}
+    # What comes after is added on top, and folded by the next compaction.
+    churn(pg_store, "b")
+    assert pg_store.counts().by_queue == grouped(pg_url)
+    pg_store.compact_counts()
+    assert pg_store.counts().by_queue == grouped(pg_url)
+    assert all(n == 1 for _, _, n in delta_rows(pg_url))
+
+
+def test_a_compaction_skips_rows_another_is_folding_and_never_waits(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    churn(pg_store, "a")
+    with raw(pg_url) as other, other.transaction():
+        # The other compaction has folded (and holds) every row when this one starts.
+        other.execute(sqlfile.load("queuectl.store.postgres")["compact_counts"].sql)
+        churn(pg_store, "b", n=6)
+        done = threading.Event()
+
+        def compact() -> None:
+            pg_store.compact_counts()
+            done.set()
+
+        thread = threading.Thread(target=compact)
+        thread.start()
+        assert done.wait(10), "a compaction waited for another"
+        thread.join()
+        assert pg_store.counts().by_queue == grouped(pg_url)  # the other's fold is not seen yet
+    assert pg_store.counts().by_queue == grouped(pg_url)
+    pg_store.compact_counts()
+    assert all(n == 1 for _, _, n in delta_rows(pg_url))
+
+
+def test_compactions_racing_each_other_and_the_workers_keep_counts_right(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def compact_until_stopped() -> None:
+        store = open_store(pg_url)
+        try:
+            while not stop.is_set():
+                store.compact_counts()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            failures.append(exc)
+        finally:
+            store.close()
+
+    compactors = [threading.Thread(target=compact_until_stopped) for _ in range(2)]
+    for thread in compactors:
+        thread.start()
+    try:
+        churn(pg_store, "a", n=200)
+    finally:
+        stop.set()
+        for thread in compactors:
+            thread.join(30)
+    assert not failures
+    assert pg_store.counts().by_queue == grouped(pg_url)
+    pg_store.compact_counts()
+    assert pg_store.counts().by_queue == grouped(pg_url)
+    assert all(n == 1 for _, _, n in delta_rows(pg_url))
+
+
+def test_a_copy_or_insert_on_the_server_is_counted_too(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    with raw(pg_url) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, command, queue, state, max_retries, run_at)"
+            " SELECT 'g' || g, 'true', 'bulk', 'pending', 3, now()"
+            " FROM generate_series(1, 500) AS g"
+        )
+    assert pg_store.counts().by_queue == {"bulk": {models.JobState.PENDING: 500}}
+    assert delta_rows(pg_url) == [("bulk", "pending", 1)]  # one row for the whole statement
+
+
+def test_a_running_workers_maintenance_folds_the_count_log(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    for i in range(20):
+        pg_store.enqueue([new_job(f"j{i}", QUEUES[i % 3])])
+    w = worker.Worker(pg_url)
+    runner = threading.Thread(target=w.run)
+    runner.start()
+    try:
+        wait_until(
+            lambda: grouped(pg_url) == {q: {models.JobState.COMPLETED: 20 // 3 + (i < 2)}
+                                        for i, q in enumerate(QUEUES)},
+            message="the jobs to complete",
+        )  # fmt: skip
+        wait_until(
+            lambda: all(n == 1 for _, _, n in delta_rows(pg_url)), message="the log to be folded"
+        )
+    finally:
+        w.request_stop("graceful")
+        runner.join(30)
+    assert pg_store.counts().by_queue == grouped(pg_url)

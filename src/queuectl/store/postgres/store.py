@@ -150,6 +150,9 @@ class PostgresStore:
     def upkeep(self) -> None:
         pass
 
+    def compact_counts(self) -> None:
+        self._run("compact_counts")
+
     # --- jobs: write path --------------------------------------------------------
     def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
         # A NUL is refused by psycopg (text, text[]) or by the server (jsonb's \u0000), and the

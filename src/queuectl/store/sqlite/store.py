@@ -302,6 +302,9 @@ class SqliteStore:
             if frames >= RESTART_LOG_FRAMES:
                 self._first("PRAGMA wal_checkpoint(RESTART)")
 
+    def compact_counts(self) -> None:
+        pass  # the counts table holds one row per queue and state, updated in place
+
     # --- jobs: write path --------------------------------------------------------
     def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
         batch = json.dumps(

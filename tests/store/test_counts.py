@@ -31,6 +31,7 @@ from hypothesis.stateful import (
 
 from queuectl import config, errors, models, retry, worker
 from queuectl.store import Store, is_postgres, location, open_store, sqlfile
+from queuectl.store.postgres import store as pg
 from queuectl.store.postgres.store import PostgresStore
 from tests import pgcluster
 from tests.conftest import TEMPLATE
@@ -447,3 +448,17 @@ def test_a_running_workers_maintenance_folds_the_count_log(
         w.request_stop("graceful")
         runner.join(30)
     assert pg_store.counts().by_queue == grouped(pg_url)
+
+
+def test_status_folds_a_long_log_itself(
+    pg_store: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without workers nobody compacts: status folds the log itself once it has grown long, and
+    # only then (a short one it just reads).
+    churn(pg_store, "a", n=30)
+    rows = delta_rows(pg_url)
+    assert pg_store.counts().by_queue == grouped(pg_url)
+    assert delta_rows(pg_url) == rows
+    monkeypatch.setattr(pg, "COMPACT_AT", sum(n for _, _, n in rows) - 1)
+    assert pg_store.counts().by_queue == grouped(pg_url)
+    assert all(n == 1 for _, _, n in delta_rows(pg_url))

@@ -160,7 +160,8 @@ class Store(Protocol):
         """How many jobs each queue has in each state.
 
         From counts kept with every change (in its transaction), never a count of the jobs: as
-        cheap at ten million jobs as at ten.
+        cheap at ten million jobs as at ten. PostgreSQL: folds the log first (compact_counts)
+        when it has grown long, as it does only while no worker runs to fold it.
         """
 
     def live_output(self, job_id: str) -> models.LiveOutput | None:

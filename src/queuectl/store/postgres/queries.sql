@@ -248,11 +248,12 @@ SELECT j.id AS job_id, a.*
 
 -- name: count_jobs :many
 -- Job counts per queue and state: the sum of their log (migration 3), a few rows however many
--- jobs (workers fold it every second).
-SELECT queue, state, sum(delta)::bigint AS n
+-- jobs (workers fold it every second), and how many rows each took, so that the caller can fold
+-- a long one. Pairs summing to 0 (a queue emptied) are left out by the caller, not here: their
+-- rows count as work to fold too.
+SELECT queue, state, sum(delta)::bigint AS n, count(*) AS deltas
   FROM count_deltas
- GROUP BY queue, state
-HAVING sum(delta) <> 0;
+ GROUP BY queue, state;
 
 -- name: compact_counts :exec
 -- Fold the count log into one row per queue and state (none for a pair that sums to 0), in one

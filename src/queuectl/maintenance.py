@@ -4,7 +4,8 @@ Every worker runs it, busy or idle, on its own connection, so a dead worker's jo
 within a second of its lease running out even while every live worker is busy:
 - every SWEEP_INTERVAL: reload the config (running workers pick up changes); rescue expired
   claims, first killing what is left of their jobs on this host, so a job never runs twice at
-  the same time here; forget workers past their own deadline (never this one);
+  the same time here; forget workers past their own deadline (never this one); fold the log of
+  job count changes (PostgreSQL), so that `status` sums a few rows;
 - every PURGE_INTERVAL: retention, deleting completed and cancelled jobs older than
   keep_completed / keep_cancelled in windows of PURGE_WINDOW seqs, for at most PURGE_BUDGET;
 - every TICK: stop the worker when its store was deleted or replaced; the storage upkeep
@@ -105,11 +106,12 @@ class Maintenance(storethread.StoreThread):
             self._upkeep_outage.failed(exc)
 
     def sweep(self, db: store.Store) -> None:
-        """Config, expired claims, dead workers."""
+        """Config, expired claims, dead workers, the count log; retention when it is due."""
         self.owner.cfg = config.from_stored(db.get_config())
         for claim in db.expired_claims(RESCUE_BATCH):
             self.rescue(db, claim)
         db.prune_workers(exclude=self.owner.info.id)
+        db.compact_counts()
         if time.monotonic() >= self.next_purge:
             self.next_purge = time.monotonic() + PURGE_INTERVAL
             self.purge(db)

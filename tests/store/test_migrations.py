@@ -178,6 +178,7 @@ def test_a_version_1_file_is_upgraded_with_its_jobs(tmp_path, monkeypatch):
         assert job is not None
         assert (job.command, job.tags, job.control) == ("true", (), None)
         assert [a.end for a in new.attempts("kept")] == [AttemptEnd.FAILED]
+        assert new.counts().by_queue == {"default": {JobState.DEAD: 1}}
         # The widened CHECKs (edited in place by migration 5) hold on this connection at once.
         retried = new.retry(Selection(ids=("kept",)))
         assert retried == ["kept"]
@@ -187,6 +188,45 @@ def test_a_version_1_file_is_upgraded_with_its_jobs(tmp_path, monkeypatch):
         new.close()
     with contextlib.closing(apsw.Connection(str(path))) as con, pytest.raises(apsw.ConstraintError):
         con.execute("UPDATE queuectl_jobs SET state = 'bogus'")  # the CHECK still checks
+
+
+OLD_JOBS = [("p1", "default", "pending"), ("p2", "default", "pending"), ("d1", "default", "dead"),
+            ("m1", "mail", "completed"), ("m2", "mail", "processing")]  # fmt: skip
+
+
+def test_counts_start_from_the_jobs_stored_before_they_were_kept(db, monkeypatch):
+    real = migrate.discover(POSTGRES if is_postgres(db) else SQLITE)
+    assert real[-1].name == "job_counts"
+    where = fresh(db, "before_counts")
+    monkeypatch.setattr(migrate, "discover", lambda package: real[:-1])
+    open_store(where).close()
+    insert = (
+        "INSERT INTO {} (id, command, queue, state, max_retries, run_at, created_at, updated_at)"
+        " VALUES ('{}', 'true', '{}', '{}', 3, {}, {}, {})"
+    )
+    if is_postgres(db):
+        parts = location.parse_postgres(where)
+        with psycopg.connect(parts.conninfo, options=f"-c search_path={parts.schema}") as conn:
+            for job in OLD_JOBS:
+                conn.execute(insert.format("jobs", *job, *["now()"] * 3))
+    else:
+        with contextlib.closing(apsw.Connection(where)) as con, con:
+            for job in OLD_JOBS:
+                con.execute(insert.format("queuectl_jobs", *job, 1, 1, 1))
+    monkeypatch.setattr(migrate, "discover", lambda package: real)
+    new = open_store(where)
+    try:
+        assert new.counts().by_queue == {
+            "default": {JobState.PENDING: 2, JobState.DEAD: 1},
+            "mail": {JobState.COMPLETED: 1, JobState.PROCESSING: 1},
+        }
+        assert sorted(new.retry(Selection(ids=("d1", "m1")))) == ["d1", "m1"]
+        assert new.counts().by_queue == {
+            "default": {JobState.PENDING: 3},
+            "mail": {JobState.PENDING: 1, JobState.PROCESSING: 1},
+        }
+    finally:
+        new.close()
 
 
 def test_a_failing_migration_leaves_nothing_behind(store, db, monkeypatch):
@@ -278,10 +318,13 @@ BACKEND_ONLY = {
         "listen",
         "select_clock",
         "select_existing_ids",
+        "compact_counts",
     },
-    "sqlite": set(),
+    "sqlite": {"count_new_jobs"},
 }
-"""Queries of one backend's own mechanisms: migration locks, LISTEN, the server's clock."""
+"""Queries of one backend's own mechanisms: migration locks, LISTEN, the server's clock, and how
+each keeps its job counts (PostgreSQL: a log of deltas its triggers append, folded by
+compact_counts; SQLite: counts updated in place, a bulk enqueue's added by count_new_jobs)."""
 
 
 def test_both_backends_name_their_queries_alike():

@@ -20,6 +20,7 @@ EXPECTED = {
     "insert_attempt": "INTEGER PRIMARY KEY",
     "extend_lease": "INTEGER PRIMARY KEY",
     "list_problem_jobs": "queuectl_jobs_problems",
+    "count_jobs": "queuectl_counts",  # status: the kept counts, never a count of the jobs
 }
 
 

@@ -286,3 +286,15 @@ def test_hot_query_touches_as_few_buffers_at_a_million_pending_as_at_a_thousand(
     small, large = (explain(queues[n], query, params(queues[n]), mode) for n in (SMALL, LARGE))
     assert small["Actual Rows"] == large["Actual Rows"]  # the same work found at both sizes
     assert buffers(large) <= buffers(small) + SLACK, (buffers(small), buffers(large))
+
+
+@pytest.mark.parametrize("mode", PLAN_MODES)
+def test_counts_read_only_their_log_never_the_jobs(queues: dict[int, Conn], mode: str):
+    # status sums the count deltas, which each statement that changed jobs appended (here the
+    # fill's, a row per queue and state); compaction keeps them to about one row per pair.
+    small, large = (explain(queues[n], "count_jobs", {}, mode) for n in (SMALL, LARGE))
+    for plan in (small, large):
+        read = {step.get("Relation Name") for step in nodes(plan)} - {None}
+        assert read == {"count_deltas"}, summary(plan)
+    assert small["Actual Rows"] == large["Actual Rows"]
+    assert buffers(large) <= buffers(small) + SLACK, (buffers(small), buffers(large))

@@ -247,8 +247,36 @@ SELECT j.id AS job_id, a.*
  ORDER BY a.number;
 
 -- name: count_jobs :many
--- Job counts per queue and state.
-SELECT queue, state, count(*) AS n FROM jobs GROUP BY queue, state;
+-- Job counts per queue and state: the sum of their log (migration 3), a few rows however many
+-- jobs (workers fold it every second), and how many rows each took, so that the caller can fold
+-- a long one. Pairs summing to 0 (a queue emptied) are left out by the caller, not here: their
+-- rows count as work to fold too.
+SELECT queue, state, sum(delta)::bigint AS n, count(*) AS deltas
+  FROM count_deltas
+ GROUP BY queue, state;
+
+-- name: compact_counts :exec
+-- Fold the count log into one row per queue and state (none for a pair that sums to 0), in one
+-- statement: the rows it deletes are the rows it sums, and what it inserts it cannot see. Only
+-- pairs with more than one row are touched, so a folded log is not rewritten every time. Rows
+-- another compaction is folding are skipped, not waited for: two at once never block or
+-- deadlock each other, and each moves only the rows it holds.
+WITH gone AS (
+    DELETE FROM count_deltas
+     WHERE id IN (SELECT id
+                    FROM count_deltas
+                   WHERE (queue, state) IN (SELECT queue, state
+                                              FROM count_deltas
+                                             GROUP BY queue, state
+                                            HAVING count(*) > 1)
+                     FOR UPDATE SKIP LOCKED)
+    RETURNING queue, state, delta
+)
+INSERT INTO count_deltas (queue, state, delta)
+SELECT queue, state, sum(delta)
+  FROM gone
+ GROUP BY queue, state
+HAVING sum(delta) <> 0;
 
 -- name: select_named_ids :many
 -- Which of these ids name jobs in one of :states.

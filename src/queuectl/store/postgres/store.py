@@ -28,6 +28,8 @@ from queuectl.store.postgres import connection, notify
 
 _Q = {name: q.sql for name, q in sqlfile.load(__package__ or "queuectl.store.postgres").items()}
 Row = dict[str, Any]
+COMPACT_AT = 10_000
+"""Rows of the count log past which counts() folds it itself (workers fold it every second)."""
 
 
 _DECODE = common.Decode(time=lambda value: value, json=lambda value: value)
@@ -149,6 +151,9 @@ class PostgresStore:
 
     def upkeep(self) -> None:
         pass
+
+    def compact_counts(self) -> None:
+        self._run("compact_counts")
 
     # --- jobs: write path --------------------------------------------------------
     def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
@@ -374,7 +379,12 @@ class PostgresStore:
         return [_DECODE.attempt(row) for row in self._all("select_attempts", job_id=job_id)]
 
     def counts(self) -> models.Counts:
-        return common.counts(self._all("count_jobs"))
+        rows = self._all("count_jobs")
+        if sum(row["deltas"] for row in rows) > COMPACT_AT:
+            # Nobody folded the log (no worker runs, and every change appended): fold it now.
+            self.compact_counts()
+            rows = self._all("count_jobs")
+        return common.counts([row for row in rows if row["n"] != 0])
 
     def live_output(self, job_id: str) -> models.LiveOutput | None:
         row = self._one("select_live_output", job_id=job_id)

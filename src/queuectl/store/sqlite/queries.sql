@@ -31,6 +31,18 @@ SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(va
        json_extract(value, '$[8]'), :now, :now, json_extract(value, '$[9]')
   FROM json_each(:rows);
 
+-- name: count_new_jobs :exec
+-- Add a batch's new pending jobs to the kept counts, in insert_jobs' transaction: :counts is a
+-- JSON object of jobs per queue, counted by the caller from the same batch (counting :rows here
+-- parses its JSON again: 110-160 ms of a 100,000-job enqueue's ~750). One statement a batch,
+-- where an insert trigger would run once a job. (WHERE true: SQLite's parser needs it before an
+-- upsert's ON CONFLICT when the rows come from a SELECT.)
+INSERT INTO queuectl_counts (queue, state, n)
+SELECT key, 'pending', value
+  FROM json_each(:counts)
+ WHERE true
+    ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n;
+
 -- name: claim_job :one
 -- Lease the best runnable job of a queue not paused to one worker. Runs inside BEGIN
 -- IMMEDIATE, so it is atomic. A request left from an earlier attempt is spent.
@@ -236,8 +248,8 @@ SELECT j.id AS job_id, a.*
  ORDER BY a.number;
 
 -- name: count_jobs :many
--- Job counts per queue and state.
-SELECT queue, state, count(*) AS n FROM queuectl_jobs GROUP BY queue, state;
+-- Job counts per queue and state: the kept counts (migration 6), a few rows however many jobs.
+SELECT queue, state, n FROM queuectl_counts WHERE n > 0;
 
 -- name: select_named_ids :many
 -- Which of these ids (a JSON array) name jobs in one of :states (a JSON array).

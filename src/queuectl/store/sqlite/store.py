@@ -13,6 +13,7 @@ and a test checks the version in use (docs/durability.md).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -301,6 +302,9 @@ class SqliteStore:
             if frames >= RESTART_LOG_FRAMES:
                 self._first("PRAGMA wal_checkpoint(RESTART)")
 
+    def compact_counts(self) -> None:
+        pass  # the counts table holds one row per queue and state, updated in place
+
     # --- jobs: write path --------------------------------------------------------
     def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
         batch = json.dumps(
@@ -326,9 +330,11 @@ class SqliteStore:
         # which tells a NUL from a user's literal backslash before "u0000".
         if "\\u0000" in batch and any(common.has_nul(job) for job in jobs):
             raise errors.UsageError(common.NUL_REFUSED)
+        per_queue = collections.Counter(job.queue for job in jobs)
         try:
             with self._write():
                 self._run("insert_jobs", rows=batch, now=self._now_us())
+                self._run("count_new_jobs", counts=json.dumps(per_queue))
         except apsw.ConstraintError:
             # after the rollback, so the batch is gone
             raise common.first_duplicate(jobs, self._taken) from None

@@ -84,11 +84,14 @@ class Sizes:
     overhead_ops: int = 5000
     memory_jobs: int = 100_000
     big_output: int = 1024**3
+    status_small: int = 1000
+    status_large: int = 10_000_000
 
 
 QUICK = Sizes(
     jobs=200, pickups=10, cli_runs=3, bulk=2000, depth_small=100, depth_large=2000,
     depth_ops=100, overhead_ops=200, memory_jobs=300, big_output=8 * 1024**2,
+    status_small=100, status_large=2000,
 )  # fmt: skip
 
 
@@ -561,13 +564,13 @@ def bench_enqueue(target: Target, sizes: Sizes) -> Result:
 
 
 # --- 4. depth and 5. store overhead ---------------------------------------------------
-def _fill(store: Store, count: int) -> None:
+def _fill(store: Store, count: int, queues: int = 1) -> None:
     now = datetime.now(UTC)
     batch = 50_000
     for start in range(0, count, batch):
         store.enqueue([
-            NewJob(id=f"d{i}", command="true", queue="default", priority=0, run_at=now,
-                   max_retries=3, timeout=None, cwd=None, env={})
+            NewJob(id=f"d{i}", command="true", queue=f"q{i % queues}" if queues > 1 else "default",
+                   priority=0, run_at=now, max_retries=3, timeout=None, cwd=None, env={})
             for i in range(start, min(start + batch, count))
         ])  # fmt: skip
 
@@ -635,6 +638,55 @@ def bench_depth(target: Target, sizes: Sizes) -> Result:
     )
     if isinstance(target, PostgresTarget):
         result.notes.append("VACUUM (ANALYZE) and CHECKPOINT after the fills")
+    return result
+
+
+STATUS_QUEUES = 4
+STATUS_CALLS = 20
+"""`status` calls a round; rounds alternate the two sizes (DEPTH_ROUNDS of them)."""
+
+
+def bench_status(target: Target, sizes: Sizes) -> Result:
+    """`status` (api.status: counts, workers, paused queues) at a small and a huge job count."""
+    result = Result("status")
+    counts = (sizes.status_small, sizes.status_large)
+    stores: dict[int, tuple[str, Store]] = {}
+    times: dict[int, list[float]] = {count: [] for count in counts}
+    try:
+        for count in counts:
+            db = target.fresh(f"status{count}")
+            stores[count] = (db, open_store(db))
+            _fill(stores[count][1], count, STATUS_QUEUES)
+            claim = stores[count][1].claim("bench", "host", None, 30.0)  # states other than one
+            assert claim is not None  # noqa: S101
+        for db, _ in stores.values():
+            target.settle(db)
+        for turn in range(DEPTH_ROUNDS):
+            for count in counts if turn % 2 == 0 else counts[::-1]:
+                store = stores[count][1]
+                found = api.status(store)
+                for _ in range(STATUS_CALLS):
+                    started = time.perf_counter()
+                    found = api.status(store)
+                    times[count].append(time.perf_counter() - started)
+                assert sum(found.counts.total(s) for s in JobState) == count  # noqa: S101
+    finally:
+        for db, store in stores.values():
+            store.close()
+            target.discard(db)
+    for values in times.values():
+        values.sort()
+    small, large = (statistics.median(times[count]) * 1000 for count in counts)
+    result.figures.update(
+        small_jobs=sizes.status_small, large_jobs=sizes.status_large,
+        small_p50_ms=small, large_p50_ms=large,
+        large_p95_ms=_pct([t * 1000 for t in times[sizes.status_large]], 95),
+        ratio_large_to_small=large / small,
+    )  # fmt: skip
+    result.notes.append(
+        f"api.status in-process (counts, workers, paused queues), {STATUS_QUEUES} queues, "
+        f"{DEPTH_ROUNDS} rounds of {STATUS_CALLS} calls at each size, turn about"
+    )
     return result
 
 
@@ -797,6 +849,7 @@ BENCHMARKS: dict[str, Callable[[Target, Sizes], Result]] = {
     "depth": bench_depth,
     "overhead": bench_overhead,
     "memory": bench_memory,
+    "status": bench_status,
 }
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests import pgcluster
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = {"throughput", "latency", "enqueue", "depth", "overhead", "memory"}
+NAMES = {"throughput", "latency", "enqueue", "depth", "overhead", "memory", "status"}
 
 
 @pytest.mark.timeout(600)
@@ -36,6 +36,8 @@ def test_every_benchmark_runs_at_a_tiny_size(
     for name, result in results.items():
         assert result["figures"], name
         assert all(value >= 0 for value in result["figures"].values()), name
+    status = results["status"]["figures"]
+    assert (status["small_jobs"], status["large_jobs"]) == (100, 2000)  # counted as filled
     if backend == "postgres":
         assert results["throughput"]["figures"]["workers2_psycopg_loop_per_s"] > 0
         assert results["overhead"]["figures"]["raw_sync_on_jobs_per_s"] > 0

@@ -82,6 +82,9 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 Row = dict[str, Any]
 
+_DAMAGED = (apsw.CorruptError, apsw.NotADBError)
+"""Not a SQLite file, or one whose pages are damaged: said so when the store opens it."""
+
 _UNAVAILABLE = (
     apsw.BusyError,
     apsw.LockedError,
@@ -157,19 +160,11 @@ class SqliteStore:
                 self._first("PRAGMA journal_mode = WAL")
             self._db.execute(_SYNCHRONOUS[True])
             self._db.execute("PRAGMA foreign_keys = ON")
-        except (apsw.CorruptError, apsw.NotADBError) as exc:
-            self._db.close()
-            raise errors.StoreUnavailable(
-                f"db: {path} is not a usable SQLite file: {exc}"
-            ) from None
-        except _UNAVAILABLE as exc:
-            self._db.close()
-            raise errors.StoreUnavailable(f"db: {path}: {exc}") from None
         except apsw.Error as exc:
             self._db.close()
-            raise errors.StoreUnavailable(
-                f"db: {path} is not a usable SQLite file: {exc}"
-            ) from None
+            passing = isinstance(exc, _UNAVAILABLE) and not isinstance(exc, _DAMAGED)
+            what = f"{path}:" if passing else f"{path} is not a usable SQLite file:"
+            raise errors.StoreUnavailable(f"db: {what} {exc}") from None
 
     # --- helpers -------------------------------------------------------------
     def _now_us(self) -> int:

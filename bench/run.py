@@ -269,18 +269,28 @@ def _worker_pids(supervisor: int) -> list[int]:
 LOOP_READY = "ready"
 """What a baseline loop prints once it is set up; it then waits for a line on stdin to start."""
 
-SPAWN_LOOP = """
-import subprocess, sys, time
-print("ready", flush=True)
+_LOOP_WINDOW = f"""
+print({LOOP_READY!r}, flush=True)
 sys.stdin.readline()
 n = 0
 started = time.monotonic()
-end = started + float(sys.argv[1])
+end = started + float(sys.argv[-1])
+"""
+"""Every baseline loop's start: say it is ready, wait for the go, then time a window of
+argv[-1] seconds; the loop ends by printing `n started ended`."""
+
+SPAWN_LOOP = (
+    """
+import subprocess, sys, time
+"""
+    + _LOOP_WINDOW
+    + """
 while time.monotonic() < end:
     subprocess.run(["/bin/sh", "-c", "true"], capture_output=True, start_new_session=True)
     n += 1
 print(n, started, time.monotonic())
 """
+)
 """One process of the raw spawn loop: /bin/sh -c true, captured, in a session of its own."""
 
 
@@ -333,7 +343,7 @@ def spawn_baseline(processes: int, seconds: float = 3.0) -> float:
     return _parallel_rate(SPAWN_LOOP, [str(seconds)], processes)
 
 
-PSYCOPG_LOOP = """
+_PSYCOPG_SETUP = """
 import subprocess, sys, time
 import psycopg
 conn = psycopg.connect(sys.argv[1], autocommit=True, options="-c synchronous_commit=on")
@@ -342,11 +352,8 @@ claim = (
     " FOR UPDATE SKIP LOCKED)"
     " UPDATE jobs AS j SET state = 'processing' FROM next WHERE j.id = next.id RETURNING j.id"
 )
-print("ready", flush=True)
-sys.stdin.readline()
-n = 0
-started = time.monotonic()
-end = started + float(sys.argv[2])
+"""
+_PSYCOPG_RUN = """
 while time.monotonic() < end:
     row = conn.execute(claim).fetchone()
     if row is None:
@@ -356,6 +363,7 @@ while time.monotonic() < end:
     n += 1
 print(n, started, time.monotonic())
 """
+PSYCOPG_LOOP = _PSYCOPG_SETUP + _LOOP_WINDOW + _PSYCOPG_RUN
 """One process of the minimal psycopg worker loop: claim (SKIP LOCKED), run `sh -c true`,
 mark completed; each statement its own transaction."""
 

@@ -145,6 +145,10 @@ class Verbs(RuleBasedStateMachine):
     def pick_ids(self, picks: list[int]) -> tuple[str, ...]:
         return tuple(self.ids[p % len(self.ids)] for p in picks) if self.ids else ()
 
+    def select(self, picks: list[int], whole: models.Selection | None) -> models.Selection:
+        """`whole` (a selection by state) when drawn, else the jobs `picks` names."""
+        return whole if whole is not None else models.Selection(ids=self.pick_ids(picks))
+
     def transition(
         self, claim: models.Claim, end: models.AttemptEnd
     ) -> tuple[models.Outcome, models.Transition]:
@@ -223,24 +227,18 @@ class Verbs(RuleBasedStateMachine):
 
     @rule(picks=st.lists(st.integers(0, 1000), max_size=4), by_state=st.booleans())
     def cancel(self, picks: list[int], by_state: bool) -> None:
-        if by_state:
-            self.store.cancel(models.Selection(states=(models.JobState.PENDING,), queue="mail"))
-        else:
-            self.store.cancel(models.Selection(ids=self.pick_ids(picks)))
+        pending = models.Selection(states=(models.JobState.PENDING,), queue="mail")
+        self.store.cancel(self.select(picks, pending if by_state else None))
 
     @rule(picks=st.lists(st.integers(0, 1000), max_size=4), dlq=st.booleans())
     def retry(self, picks: list[int], dlq: bool) -> None:
-        if dlq:
-            self.store.retry(models.Selection(states=(models.JobState.DEAD,)))
-        else:
-            self.store.retry(models.Selection(ids=self.pick_ids(picks)))
+        dead = models.Selection(states=(models.JobState.DEAD,))
+        self.store.retry(self.select(picks, dead if dlq else None))
 
     @rule(picks=st.lists(st.integers(0, 1000), max_size=3), by_state=st.booleans())
     def delete(self, picks: list[int], by_state: bool) -> None:
-        if by_state:
-            self.store.delete(models.Selection(states=(models.JobState.CANCELLED,)))
-        else:
-            self.store.delete(models.Selection(ids=self.pick_ids(picks)))
+        cancelled = models.Selection(states=(models.JobState.CANCELLED,))
+        self.store.delete(self.select(picks, cancelled if by_state else None))
 
     @rule()
     def purge_finished(self) -> None:

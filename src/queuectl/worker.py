@@ -299,24 +299,29 @@ class Worker:
             timeout = min(timeout, (due - db.now()).total_seconds() + EVENT_SLACK)
         proctree.reap_orphans(0)  # what a job left that was killed but not yet dead at its end
         if timeout > 0 and not self.stop.is_set():
-            self._wait_for_work(db, timeout)
+            only_work = self._wait_for_work(db, timeout)
             self.signals.drain()
+            if only_work:
+                return  # claim at once: a round trip less before the pickup (PostgreSQL)
         stop = db.stop_requested(self.id)
         if stop is not None:
             self.request_stop(stop)
 
-    def _wait_for_work(self, db: store.Store, timeout: float) -> None:
+    def _wait_for_work(self, db: store.Store, timeout: float) -> bool:
         """Wait for a wake-up; while they fail (a lost LISTEN connection), poll, backing off.
 
-        Wake-ups are a part of the store outage of their own: a claim that works meanwhile
-        does not end it, so a listener failing again and again is one line in the log.
+        True when only new work woke it (see Store.wait_for_work). Wake-ups are a part of the
+        store outage of their own: a claim that works meanwhile does not end it, so a listener
+        failing again and again is one line in the log.
         """
         try:
-            db.wait_for_work(timeout, self.signals.fd)
+            only_work = db.wait_for_work(timeout, self.signals.fd)
             self.store_outage.recovered(WAKE_UPS)
         except errors.StoreUnavailable as exc:
             self.store_outage.failed(exc, WAKE_UPS)
             self.stop.wait(min(timeout, self.store_outage.retry_delay(WAKE_UPS)))
+            return False
+        return only_work
 
     def _process(self, db: store.Store, claim: models.Claim) -> models.Claim | None:
         """Run a claimed job and record its attempt; return the next job, claimed meanwhile.

@@ -846,6 +846,27 @@ def test_new_work_wakes_an_idle_worker(store, db):
     assert time.monotonic() - started < 10, "the enqueue did not wake the listener"
 
 
+def test_a_wake_up_says_work_only_when_nothing_else_came_with_it(store, db, backend):
+    # True lets an idle worker claim without first asking whether it was told to stop, so it
+    # must never be True for a stop request's wake-up, alone or among others.
+    store.register_worker(worker_info("w1"), LEASE)
+    work_only = backend == "postgres"  # SQLite's datagrams carry no reason: always False
+    assert store.wait_for_work(0) is False  # the first wait connects: sent before it is lost
+    other = open_store(db)
+    try:
+        other.enqueue([new_job("j")])
+        assert store.wait_for_work(30) is work_only
+        other.request_stop(["w1"], "graceful")
+        assert store.wait_for_work(30) is False
+        other.enqueue([new_job("k")])
+        other.request_stop(["w1"], "graceful")
+        other.enqueue([new_job("m")])
+        assert store.wait_for_work(30) is False  # the stop came among work: still False
+        assert store.wait_for_work(0) is False  # drained with it: a timeout now
+    finally:
+        other.close()
+
+
 # --- config ---------------------------------------------------------------------------------------
 
 

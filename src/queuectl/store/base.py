@@ -137,13 +137,15 @@ class Store(Protocol):
         was changed.
         """
 
-    def wait_for_work(self, timeout: float, interrupt: int | None = None) -> None:
+    def wait_for_work(self, timeout: float, interrupt: int | None = None) -> bool:
         """Block until new work may have come, `timeout` seconds pass, or `interrupt` is readable.
 
         New work: a wake-up from enqueue, a retry, a stop request. `interrupt` is a file
-        descriptor of the caller's (its signal pipe), which the caller drains. Raises
-        StoreUnavailable when wake-ups cannot be received (the caller backs off and polls); the
-        next call tries to receive them again.
+        descriptor of the caller's (its signal pipe), which the caller drains. True only when
+        what woke it is known to be new work and nothing else (no stop request among it, none
+        maybe lost), so the caller may claim at once without looking for a stop request first;
+        False whenever unsure. Raises StoreUnavailable when wake-ups cannot be received (the
+        caller backs off and polls); the next call tries to receive them again.
         """
 
     # --- jobs: read path ---------------------------------------------------

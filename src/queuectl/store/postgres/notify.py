@@ -11,6 +11,7 @@ once, since wake-ups sent meanwhile were lost. Polling at poll_interval stays as
 
 from __future__ import annotations
 
+import enum
 import select
 import time
 
@@ -20,6 +21,19 @@ from psycopg import sql
 from queuectl import errors
 from queuectl.store import location
 from queuectl.store.postgres import connection
+
+WORK = "work"
+"""The payload of a wake-up for new work (enqueue, a retry, a resume, `config set`)."""
+STOP = "stop"
+"""The payload of a wake-up for `worker stop`; any payload but WORK means "look for a stop"."""
+
+
+class Wake(enum.Enum):
+    """What ended a wait."""
+
+    NOTHING = "nothing"  # the timeout, or the interrupt fd
+    WORK = "work"  # wake-ups that all said new work: no stop request among them
+    OTHER = "other"  # a stop request, an unknown payload, or wake-ups maybe lost (reconnect)
 
 
 def channel(schema: str) -> str:
@@ -35,34 +49,38 @@ class Listener:
         self._listen = sql.SQL(listen_sql).format(channel=sql.Identifier(channel(where.schema)))
         self._conn: connection.Connection | None = None
 
-    def wait(self, timeout: float, interrupt: int | None = None) -> bool:
-        """Block until a wake-up, `interrupt` readable, or `timeout`; True when woken.
+    def wait(self, timeout: float, interrupt: int | None = None) -> Wake:
+        """Block until a wake-up, `interrupt` readable, or `timeout`; say what ended it.
 
-        A listener that just connected (again) returns True at once: what was sent while it
-        was away is lost, so the caller looks at the queue. A connection found lost is replaced
-        at once; when that fails, StoreUnavailable is raised, and the caller backs off and
-        calls again, which tries again.
+        A listener that just connected (again) returns Wake.OTHER at once: what was sent while
+        it was away is lost (a stop request among it, maybe), so the caller looks at the queue
+        and for a stop. A connection found lost is replaced at once; when that fails,
+        StoreUnavailable is raised, and the caller backs off and calls again, which tries again.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
         conn = self._conn
         if conn is None or connection.broken(conn):
             self.close()
             self._conn = self._connect()
-            return True
+            return Wake.OTHER
         fds = [conn.fileno()] if interrupt is None else [conn.fileno(), interrupt]
         try:
-            if self._drain(conn):
-                return True
-            ready, _, _ = select.select(fds, [], [], max(deadline - time.monotonic(), 0.0))
-            return conn.fileno() in ready and self._drain(conn)
+            woken = self._drain(conn)
+            if woken is Wake.NOTHING:
+                ready, _, _ = select.select(fds, [], [], max(deadline - time.monotonic(), 0.0))
+                woken = self._drain(conn) if conn.fileno() in ready else Wake.NOTHING
+            return woken
         except (psycopg.Error, OSError, ValueError):  # ValueError: fileno of a closed one
             self.close()  # lost (a restart, a killed backend): listen again at once, or raise
         self._conn = self._connect()
-        return True
+        return Wake.OTHER
 
-    def _drain(self, conn: connection.Connection) -> bool:
-        """Take every wake-up already received, without blocking; True when there was one."""
-        return sum(1 for _ in conn.notifies(timeout=0)) > 0
+    def _drain(self, conn: connection.Connection) -> Wake:
+        """Take every wake-up already received, without blocking, and say what they were."""
+        payloads = {note.payload for note in conn.notifies(timeout=0)}
+        if not payloads:
+            return Wake.NOTHING
+        return Wake.WORK if payloads == {WORK} else Wake.OTHER
 
     def _connect(self) -> connection.Connection:
         """A new connection, LISTENing."""

@@ -398,7 +398,9 @@ LISTEN {channel};
 
 -- name: wake_workers :exec
 -- Wake idle workers: delivered to every LISTENing worker when the transaction commits.
-SELECT pg_notify(%(channel)s, '');
+-- The payload says why (notify.WORK or notify.STOP), so a worker woken by new work only can
+-- claim at once without first asking whether it was told to stop.
+SELECT pg_notify(%(channel)s, %(payload)s);
 
 -- name: select_clock :one
 -- The server's clock, now.

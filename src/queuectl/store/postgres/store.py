@@ -200,8 +200,8 @@ class PostgresStore:
                     )
                 )
 
-    def _wake_idle_workers(self, conn: connection.Connection) -> None:
-        conn.execute(_Q["wake_workers"], {"channel": self._channel})
+    def _wake_idle_workers(self, conn: connection.Connection, why: str = notify.WORK) -> None:
+        conn.execute(_Q["wake_workers"], {"channel": self._channel, "payload": why})
 
     def claim(
         self, worker_id: str, host: str, queues: Sequence[str] | None, lease: float
@@ -357,8 +357,8 @@ class PostgresStore:
         with self._transaction() as conn:
             return self._record(conn, claim, outcome, transition, rescue=True)
 
-    def wait_for_work(self, timeout: float, interrupt: int | None = None) -> None:
-        self._listening().wait(timeout, interrupt)
+    def wait_for_work(self, timeout: float, interrupt: int | None = None) -> bool:
+        return self._listening().wait(timeout, interrupt) is notify.Wake.WORK
 
     def _listening(self) -> notify.Listener:
         """This store's listener, made on first use (it connects at its first wait)."""
@@ -510,7 +510,7 @@ class PostgresStore:
         with self._transaction() as conn:
             ids = None if worker_ids is None else list(worker_ids)
             rows = conn.execute(_Q["request_stop"], {"ids": ids, "mode": mode}).fetchall()
-            self._wake_idle_workers(conn)
+            self._wake_idle_workers(conn, notify.STOP)
         return [row["id"] for row in rows]
 
     def get_config(self) -> dict[str, str]:

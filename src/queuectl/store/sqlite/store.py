@@ -505,11 +505,12 @@ class SqliteStore:
         self._wake_after(rescued, transition)
         return rescued
 
-    def wait_for_work(self, timeout: float, interrupt: int | None = None) -> None:
+    def wait_for_work(self, timeout: float, interrupt: int | None = None) -> bool:
         if self._listener is not None:
             self._listener.wait(timeout, interrupt)
         else:
             wakeup.sleep(timeout, interrupt)
+        return False  # the datagrams carry no reason: always look for a stop request
 
     # --- jobs: read path ---------------------------------------------------------
     def get_job(self, job_id: str) -> models.Job | None:

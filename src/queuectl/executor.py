@@ -399,7 +399,7 @@ def run(
     signals: Callable[[], int | None] | None = None,
     progress: Progress | None = None,
 ) -> models.Outcome:
-    """Run `command` with /bin/sh -c and return how it ended, with the tails of its output.
+    """Run `command` (sh -c, or directly when plain) and say how it ended, with its output tails.
 
     Args:
         command: the shell command.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 _PLAIN = re.compile(r"[A-Za-z0-9_./+%:,@=-]+(?:[ \t]+[A-Za-z0-9_./+%:,@=-]+)*")
 _SHELL_WORDS = frozenset(
@@ -74,10 +75,21 @@ def _search(name: str, path: str | None) -> str | None:
 
 
 def _runnable(program: str) -> bool:
-    """True for an executable regular file that exec runs itself (a `#!` script or an ELF)."""
+    """True for an executable regular file that exec runs itself (a `#!` script or an ELF).
+
+    Opened without blocking and checked to be a regular file before it is read: an executable
+    FIFO or device named by a job must not hang the worker.
+    """
     try:
-        with open(program, "rb") as file:  # noqa: PTH123 - pathlib costs the CLI start-up
-            head = file.read(4)
+        fd = os.open(program, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, 4)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return (head[:2] == b"#!" or head == b"\x7fELF") and os.access(program, os.X_OK)

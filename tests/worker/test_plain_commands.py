@@ -79,6 +79,12 @@ def test_the_path_is_searched_as_sh_searches_it(tmp_path: Path):
     assert plaincmd.argv("dir", str(second)) is None
 
 
+def test_an_executable_fifo_is_left_to_sh_without_blocking(tmp_path: Path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o755)  # opening it to read would wait for a writer
+    assert plaincmd.argv(str(fifo), PATH) is None
+
+
 def test_a_script_without_a_shebang_is_left_to_sh(tmp_path: Path):
     script = tmp_path / "bare"
     script.write_text("echo ran by sh\nexit 4\n")

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 import queuectl
-from queuectl import api, executor, retry
+from queuectl import activity, api, executor, retry
 from queuectl import config as qconfig
 from queuectl.models import AttemptEnd, JobSpec, JobState, NewJob, Outcome
 from queuectl.store import Store, open_store
@@ -121,6 +121,10 @@ class Target(abc.ABC):
         return None
 
     @abc.abstractmethod
+    def fill_activity(self, location: str, rows: Sequence[ActivityFill]) -> None:
+        """Write activity rows as the store keeps them (a busy hour's, for `status`)."""
+
+    @abc.abstractmethod
     def settle(self, location: str, table: str = "queuectl.jobs") -> None:
         """Bring a freshly filled table to the state a running store's has (statistics, vacuum,
         the fill's writes on disk); a baseline's table gets the same as queuectl's."""
@@ -147,6 +151,12 @@ class SqliteTarget(Target):
         ).fetchall()
         con.close()
         return float(last - first) / 1e6  # type: ignore[operator]
+
+    def fill_activity(self, location: str, rows: Sequence[ActivityFill]) -> None:
+        con = apsw.Connection(location)
+        with con:
+            con.executemany("INSERT INTO queuectl_activity VALUES (?, ?, ?, ?, ?)", rows)
+        con.close()
 
     def settle(self, location: str, table: str = "queuectl.jobs") -> None:
         pass  # its claim is pinned to its index, and inserts leave nothing to vacuum
@@ -184,6 +194,14 @@ class PostgresTarget(Target):
             ).fetchone()
         assert row is not None  # noqa: S101
         return float(row[0])
+
+    def fill_activity(self, location: str, rows: Sequence[ActivityFill]) -> None:
+        with _pg_connect(location) as conn, conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO queuectl.activity (minute, queue, bucket, completed, failed)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                [(activity.minute_start(minute), *rest) for minute, *rest in rows],
+            )
 
     def settle(self, location: str, table: str = "queuectl.jobs") -> None:
         import psycopg
@@ -654,8 +672,34 @@ STATUS_CALLS = 20
 """`status` calls a round; rounds alternate the two sizes (DEPTH_ROUNDS of them)."""
 
 
+ActivityFill = tuple[int, str, int, int, int]
+"""An activity row: minute (since the epoch), queue, bucket, completed, failed."""
+STATUS_BUCKETS = 30
+"""Duration buckets each queue's every minute of the busy hour has (a spread of about 13x)."""
+STATUS_UNFOLDED = 1000
+"""Activity rows of the current minute not folded yet (PostgreSQL: about a second of finishes)."""
+
+
+def busy_hour(now: datetime, unfolded: int) -> list[ActivityFill]:
+    """The activity of an hour in which every queue ended attempts every minute, of many
+    durations: the most rows `status` reads for the hour. `unfolded`: rows of a log not folded
+    yet (PostgreSQL's, as the workers keep it: folded but for the last second's)."""
+    last = activity.minute_of(now)
+    rows: list[ActivityFill] = [
+        (minute, f"q{queue}", 100 + bucket, 50, 1)
+        for minute in range(last - activity.WINDOW_MINUTES + 1, last + 1)
+        for queue in range(STATUS_QUEUES)
+        for bucket in range(STATUS_BUCKETS)
+    ]
+    rows += [
+        (last, f"q{n % STATUS_QUEUES}", 100 + n % STATUS_BUCKETS, 1, 0) for n in range(unfolded)
+    ]
+    return rows
+
+
 def bench_status(target: Target, sizes: Sizes) -> Result:
-    """`status` (api.status: counts, workers, paused queues) at a small and a huge job count."""
+    """`status` (api.status: counts, workers, paused queues, the hour's activity) at a small and
+    a huge job count."""
     result = Result("status")
     counts = (sizes.status_small, sizes.status_large)
     stores: dict[int, tuple[str, Store]] = {}
@@ -667,6 +711,8 @@ def bench_status(target: Target, sizes: Sizes) -> Result:
             _fill(stores[count][1], count, STATUS_QUEUES)
             claim = stores[count][1].claim("bench", "host", None, 30.0)  # states other than one
             assert claim is not None  # noqa: S101
+            unfolded = STATUS_UNFOLDED if isinstance(target, PostgresTarget) else 0
+            target.fill_activity(db, busy_hour(stores[count][1].now(), unfolded))
         for db, _ in stores.values():
             target.settle(db)
         for turn in range(DEPTH_ROUNDS):
@@ -678,6 +724,7 @@ def bench_status(target: Target, sizes: Sizes) -> Result:
                     found = api.status(store)
                     times[count].append(time.perf_counter() - started)
                 assert sum(found.counts.total(s) for s in JobState) == count  # noqa: S101
+                assert len(found.activity) == STATUS_QUEUES  # noqa: S101
     finally:
         for db, store in stores.values():
             store.close()
@@ -694,6 +741,14 @@ def bench_status(target: Target, sizes: Sizes) -> Result:
     result.notes.append(
         f"api.status in-process (counts, workers, paused queues), {STATUS_QUEUES} queues, "
         f"{DEPTH_ROUNDS} rounds of {STATUS_CALLS} calls at each size, turn about"
+    )
+    result.notes.append(
+        f"with a busy hour of activity: {STATUS_BUCKETS} duration buckets a queue and minute, "
+        + (
+            f"and {STATUS_UNFOLDED} rows of this minute not folded yet"
+            if isinstance(target, PostgresTarget)
+            else "each a row"
+        )
     )
     return result
 

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from queuectl import config, errors, models, spec
+from queuectl import activity, config, errors, models, spec
+from queuectl.activity import QueueActivity
 from queuectl.record import field, record
 from queuectl.store import Store
 
@@ -97,15 +98,19 @@ class Status:
     workers: list[models.WorkerInfo]
     now: datetime
     paused: dict[str, datetime] = field(default_factory=dict)
+    activity: dict[str, QueueActivity] = field(default_factory=dict)
+    """Per queue that ended an attempt in the last hour: what queuectl.activity summarises."""
 
 
 def status(store: Store) -> Status:
-    """Job counts per queue and state, the registered workers, and the paused queues."""
+    """Job counts per queue and state, workers, paused queues, and the last hour's activity."""
+    now = store.now()
     return Status(
         counts=store.counts(),
         workers=store.list_workers(),
-        now=store.now(),
+        now=now,
         paused=store.paused_queues(),
+        activity=activity.summarise(store.activity(activity.window_start(now)), now),
     )
 
 

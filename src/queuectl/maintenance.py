@@ -4,10 +4,11 @@ Every worker runs it, busy or idle, on its own connection, so a dead worker's jo
 within a second of its lease running out even while every live worker is busy:
 - every SWEEP_INTERVAL: reload the config (running workers pick up changes); rescue expired
   claims, first killing what is left of their jobs on this host, so a job never runs twice at
-  the same time here; forget workers past their own deadline (never this one); fold the log of
-  job count changes (PostgreSQL), so that `status` sums a few rows;
-- every PURGE_INTERVAL: retention, deleting completed and cancelled jobs older than
-  keep_completed / keep_cancelled in windows of PURGE_WINDOW seqs, for at most PURGE_BUDGET;
+  the same time here; forget workers past their own deadline (never this one); fold the logs of
+  job count changes and activity (PostgreSQL), so that `status` sums a few rows;
+- every PURGE_INTERVAL: retention, forgetting activity older than activity.KEEP and deleting
+  completed and cancelled jobs older than keep_completed / keep_cancelled in windows of
+  PURGE_WINDOW seqs, for at most PURGE_BUDGET;
 - every TICK: stop the worker when its store was deleted or replaced; the storage upkeep
   (SQLite: checkpoints) that the claim-run-finish connection leaves to this thread.
 Like the heartbeat, it survives any error: it logs once and tries again.
@@ -21,7 +22,7 @@ import time
 from datetime import timedelta
 from typing import Protocol
 
-from queuectl import config, errors, models, outage, proctree, retry, store, storethread
+from queuectl import activity, config, errors, models, outage, proctree, retry, store, storethread
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,10 @@ class Maintenance(storethread.StoreThread):
             self.purge(db)
 
     def purge(self, db: store.Store) -> int:
-        """Delete finished jobs past their retention, a window at a time, within the budget."""
+        """Forget old activity; delete finished jobs past their retention, a window at a time."""
         cfg = self.owner.cfg
         now = db.now()
+        db.prune_activity(now - activity.KEEP)
         keep = {
             models.JobState.COMPLETED: cfg.keep_completed,
             models.JobState.CANCELLED: cfg.keep_cancelled,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from queuectl.record import field, record
 
@@ -294,3 +295,18 @@ class Counts:
     def total(self, state: JobState) -> int:
         """All queues' count of one state."""
         return sum(states.get(state, 0) for states in self.by_queue.values())
+
+
+class ActivityRow(NamedTuple):
+    """Attempts of one queue that ended in one minute with durations in one bucket.
+
+    `minute` is the minute's start; `bucket` is queuectl.activity's duration bucket (or its
+    NO_DURATION). A store may return several rows for one key: they add up. A named tuple, not
+    a record: `status` reads thousands of these, and a tuple is made ten times faster.
+    """
+
+    queue: str
+    minute: datetime
+    bucket: int
+    completed: int
+    failed: int

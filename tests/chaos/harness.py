@@ -80,6 +80,9 @@ PACE = (0.5, 2.0)
 """The killer waits a random time in this range (seconds) between faults."""
 SAMPLE_INTERVAL = 1.0
 """Seconds between the status sampler's `status --json` calls."""
+ACTIVITY_WINDOW = 58 * 60
+"""Seconds back from now within which every attempt is inside `status`'s last hour (its window
+starts at a minute's start, 59 to 60 minutes back)."""
 LISTING_SLACK = 3.0
 """A worker whose pid is dead may stay listed for the longest lease plus this many seconds."""
 STOP_TIMEOUT = 15.0
@@ -945,7 +948,30 @@ class ChaosRun:
             problems.append(f"list --json exited {result.returncode}: {result.stderr}")
         elif {j["id"] for j in json.loads(result.stdout)} != dead:
             problems.append("list --state dead --json differs from the store's dead jobs")
+        problems += self._compare_activity(attempts)
         return problems
+
+    def _compare_activity(self, attempts: dict[str, list[checks.Recorded]]) -> list[str]:
+        """`status --json`'s last hour counts every recorded attempt as the README says, though
+        workers were killed and frozen mid-finish (each counts in the finish's transaction)."""
+        recorded = [a for job in attempts.values() for a in job]
+        if recorded and time.time() - min(a.ended for a in recorded) > ACTIVITY_WINDOW:
+            return []  # a run longer than status's hour: its first attempts are out of it
+        result = run_cli(self.db, "status", "--json")
+        if result.returncode != 0:
+            return [f"status --json exited {result.returncode}: {result.stderr}"]
+        hour = json.loads(result.stdout)["last_hour"]
+        shown = (
+            sum(q["completed"] for q in hour.values()),
+            sum(q["failed"] for q in hour.values()),
+        )
+        expected = (
+            sum(a.outcome == "succeeded" for a in recorded),
+            sum(a.outcome in ("failed", "timeout", "not_found", "worker_lost") for a in recorded),
+        )
+        if shown != expected:
+            return [f"status --json's last hour: (completed, failed) {shown}, attempts {expected}"]
+        return []
 
     def _clean_up(self) -> None:
         """Whatever happened: resume frozen processes, then kill everything the run started."""

@@ -90,8 +90,22 @@ def test_status_json_counts_per_state_and_queue(ran: Path) -> None:
             "default": {**zero, "pending": 1, "completed": 3, "dead": 1},
         },
         "paused": {},
+        "last_hour": data["last_hour"],  # below
         "workers": [],  # the pool has exited and its worker deregistered
     }
+    # Every attempt: ok, m[x] and slash completed; ghost could not start; flaky failed twice.
+    hour = data["last_hour"]
+    assert {q: (a["completed"], a["failed"]) for q, a in hour.items()} == {
+        "batch": (0, 2),
+        "default": (3, 1),
+    }
+    for seen in hour.values():
+        minutes = seen["per_minute"]
+        assert len(minutes) == 60
+        assert sum(m["completed"] for m in minutes) == seen["completed"]
+        assert sum(m["failed"] for m in minutes) == seen["failed"]
+        assert [m["minute"] for m in minutes] == sorted(m["minute"] for m in minutes)
+        assert 0 < seen["duration_p50"] <= seen["duration_p95"] < 20
 
 
 def test_status_table(ran: Path, wide: None) -> None:
@@ -104,6 +118,27 @@ def test_status_table(ran: Path, wide: None) -> None:
     assert cells(out, "default") == ["default", "1", "0", "3", "0", "1", "0"]
     assert cells(out, "all") == ["all", "2", "0", "3", "0", "2", "0"]
     assert "[bold]" not in out  # the total row's markup is rendered, not printed
+    hour = out[out.index("Last hour") :]
+    assert cells(hour, "queue") == ["queue", "completed", "failed", "/min", "trend", "p50", "p95"]
+    default = cells(hour, "default")
+    assert default[:4] == ["default", "3", "1", f"{4 / 60:.1f}"]
+    assert default[4].strip(), "the trend line shows the attempts"
+    assert all(default[5:]), "p50 and p95 are shown"
+    assert cells(hour, "batch")[:3] == ["batch", "0", "2"]
+
+
+def test_status_measures_how_long_attempts_ran(db: str) -> None:
+    for index in range(4):
+        ok(run_cli(db, "enqueue", "--id", f"nap{index}", "--", "sleep 0.3"))
+    ok(run_cli(db, "enqueue", "--id", "long", "--", "sleep 1.2"))
+    burst = run_cli(db, "worker", "start", "--burst")
+    assert burst.returncode == 0, burst.stderr
+    seen = json.loads(ok(run_cli(db, "status", "--json")))["last_hour"]["default"]
+    assert (seen["completed"], seen["failed"]) == (5, 0)
+    # Nearest rank: the 3rd of 5 is a 0.3 s nap, the 5th the 1.2 s one (each read back from its
+    # bucket within 4.5 %, plus what starting and reaping a process costs).
+    assert 0.3 / 1.045 <= seen["duration_p50"] < 1.0
+    assert 1.2 / 1.045 <= seen["duration_p95"] < 3.0
 
 
 def test_status_of_an_empty_queue(db: str) -> None:

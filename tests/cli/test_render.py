@@ -108,3 +108,25 @@ def test_table_cells_and_titles_are_escaped(
     out = capsys.readouterr().out
     assert "w-\\x1b[2J" in out and "h\\u202e" in out and "j\\x9b" in out
     assert "\x1b" not in out and "\u202e" not in out and "\x9b" not in out
+
+
+def test_a_sparkline_scales_to_its_largest_value_and_shows_every_nonzero_one():
+    assert render.sparkline([0, 1, 4, 8]) == " ▁▄█"
+    assert render.sparkline([0, 1, 1000]) == " ▁█"  # 1 of 1000 still shows
+    assert render.sparkline([0, 0]) == "  "
+    assert render.sparkline([]) == ""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (None, ""),
+        (0.000_85, "850us"),
+        (0.012, "12ms"),
+        (3.42, "3.4s"),
+        (125, "2m05s"),
+        (3720, "1h02m"),
+    ],
+)
+def test_durations_are_short_and_readable(seconds, shown):
+    assert render.duration(seconds) == shown

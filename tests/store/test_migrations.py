@@ -196,9 +196,9 @@ OLD_JOBS = [("p1", "default", "pending"), ("p2", "default", "pending"), ("d1", "
 
 def test_counts_start_from_the_jobs_stored_before_they_were_kept(db, monkeypatch):
     real = migrate.discover(POSTGRES if is_postgres(db) else SQLITE)
-    assert real[-1].name == "job_counts"
+    counts_at = [m.name for m in real].index("job_counts")
     where = fresh(db, "before_counts")
-    monkeypatch.setattr(migrate, "discover", lambda package: real[:-1])
+    monkeypatch.setattr(migrate, "discover", lambda package: real[:counts_at])
     open_store(where).close()
     insert = (
         "INSERT INTO {} (id, command, queue, state, max_retries, run_at, created_at, updated_at)"
@@ -319,12 +319,14 @@ BACKEND_ONLY = {
         "select_clock",
         "select_existing_ids",
         "compact_counts",
+        "compact_activity",
     },
-    "sqlite": {"count_new_jobs"},
+    "sqlite": {"count_new_jobs", "count_attempt"},
 }
 """Queries of one backend's own mechanisms: migration locks, LISTEN, the server's clock, and how
-each keeps its job counts (PostgreSQL: a log of deltas its triggers append, folded by
-compact_counts; SQLite: counts updated in place, a bulk enqueue's added by count_new_jobs)."""
+each keeps its job counts and activity (PostgreSQL: logs appended to by its triggers and by
+insert_attempt, folded by compact_counts and compact_activity; SQLite: counts updated in place,
+a bulk enqueue's added by count_new_jobs, an attempt's activity by count_attempt)."""
 
 
 def test_both_backends_name_their_queries_alike():

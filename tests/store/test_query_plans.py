@@ -21,6 +21,7 @@ EXPECTED = {
     "extend_lease": "INTEGER PRIMARY KEY",
     "list_problem_jobs": "queuectl_jobs_problems",
     "count_jobs": "queuectl_counts",  # status: the kept counts, never a count of the jobs
+    "select_activity": "queuectl_activity USING PRIMARY KEY (minute>?)",  # one range
 }
 
 

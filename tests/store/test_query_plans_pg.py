@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -100,6 +100,10 @@ def _attempt(conn: Conn) -> dict[str, Any]:
     return {
         **_claim_of(conn, "lost"),
         "rescue": True,
+        "counted": True,
+        "bucket": -1,
+        "completed": 0,
+        "failed": 1,
         "pid": 4242,
         "started_at": now - timedelta(hours=1),
         "ended_at": now,
@@ -297,4 +301,14 @@ def test_counts_read_only_their_log_never_the_jobs(queues: dict[int, Conn], mode
         read = {step.get("Relation Name") for step in nodes(plan)} - {None}
         assert read == {"count_deltas"}, summary(plan)
     assert small["Actual Rows"] == large["Actual Rows"]
+    assert buffers(large) <= buffers(small) + SLACK, (buffers(small), buffers(large))
+
+
+@pytest.mark.parametrize("mode", PLAN_MODES)
+def test_activity_reads_only_its_log_never_the_jobs_or_attempts(queues: dict[int, Conn], mode: str):
+    since = {"since": datetime.now(UTC) - timedelta(hours=1)}
+    small, large = (explain(queues[n], "select_activity", since, mode) for n in (SMALL, LARGE))
+    for plan in (small, large):
+        read = {step.get("Relation Name") for step in nodes(plan)} - {None}
+        assert read == {"activity"}, summary(plan)
     assert buffers(large) <= buffers(small) + SLACK, (buffers(small), buffers(large))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from queuectl import api, models
+from queuectl import activity, api, models
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -165,6 +165,7 @@ def status(snapshot: api.Status, as_json: bool) -> None:
                     for q in queues
                 },
                 "paused": {q: _iso(when) for q, when in snapshot.paused.items()},
+                "last_hour": {q: _activity_dict(a) for q, a in sorted(snapshot.activity.items())},
                 "workers": workers,
             }
         )
@@ -192,7 +193,80 @@ def status(snapshot: api.Status, as_json: bool) -> None:
     workers_table = _table(
         f"Workers ({len(workers)})", ["worker", "host", "pid", "heartbeat", "job"], worker_rows
     )
-    _print(jobs_table, workers_table)
+    if snapshot.activity:
+        _print(jobs_table, _activity_table(snapshot.activity), workers_table)
+    else:
+        _print(jobs_table, workers_table)
+
+
+def _activity_dict(seen: activity.QueueActivity) -> dict[str, Any]:
+    return {
+        "completed": seen.completed,
+        "failed": seen.failed,
+        "duration_p50": seen.p50,
+        "duration_p95": seen.p95,
+        "per_minute": [
+            {"minute": _iso(m.start), "completed": m.completed, "failed": m.failed}
+            for m in seen.minutes
+        ],
+    }
+
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[int]) -> str:
+    """One character a value, its height scaled to the largest; blank for 0, never for more."""
+    top = max(values, default=0)
+    if top <= 0:
+        return " " * len(values)
+    steps = len(_BARS) - 1
+    return "".join(_BARS[0 if v <= 0 else max(1, round(v * steps / top))] for v in values)
+
+
+def duration(seconds: float | None) -> str:
+    """A duration for a table: 850us, 12ms, 3.4s, 2m05s, 1h02m; empty when unknown."""
+    if seconds is None:
+        return ""
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f}us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+TREND_MINUTES = 3
+"""Minutes a character of the status table's trend line stands for (20 for the hour: it fits
+an 80-column terminal; --json has every minute)."""
+
+
+def _activity_table(by_queue: dict[str, activity.QueueActivity]) -> Table:
+    rows = []
+    for queue, seen in sorted(by_queue.items()):
+        ended = [m.completed + m.failed for m in seen.minutes]
+        trend = [sum(ended[i : i + TREND_MINUTES]) for i in range(0, len(ended), TREND_MINUTES)]
+        per_minute = (seen.completed + seen.failed) / len(ended)
+        rows.append(
+            [
+                queue,
+                seen.completed,
+                seen.failed,
+                f"{per_minute:.1f}",
+                sparkline(trend),
+                duration(seen.p50),
+                duration(seen.p95),
+            ]
+        )
+    return _table(
+        "Last hour: attempts ended, and how long they ran",
+        ["queue", "completed", "failed", "/min", "trend", "p50", "p95"],
+        rows,
+    )
 
 
 def jobs(items: Sequence[models.Job], as_json: bool) -> None:

@@ -43,11 +43,11 @@ class Store(Protocol):
         """
 
     def compact_counts(self) -> None:
-        """Fold the log of job count changes into one row per queue and state.
+        """Fold the logs of job count changes and of activity into one row per key.
 
-        Keeps what counts() reads short; counts() says the same before and after. Safe from many
-        connections at once, and never waits for another's. PostgreSQL keeps its counts as
-        such a log (no row that every claim would lock); SQLite's change in place: no-op.
+        Keeps what counts() and activity() read short; both say the same before and after. Safe
+        from many connections at once, and never waits for another's. PostgreSQL keeps both as
+        such logs (no row that every claim or finish would lock); SQLite's change in place: no-op.
         """
 
     # --- jobs: write path ----------------------------------------------------
@@ -106,9 +106,11 @@ class Store(Protocol):
     ) -> bool:
         """Record the attempt and apply the transition in one transaction.
 
-        A cancel requested meanwhile turns a transition to pending or failed into cancelled.
-        The attempt's live output is dropped. Only while the claim still owns the job: returns
-        False, changing nothing, when the lease was lost (the job was rescued).
+        The attempt is counted in its queue's activity of this minute (queuectl.activity.tally;
+        the store's clock says which minute). A cancel requested meanwhile turns a transition to
+        pending or failed into cancelled. The attempt's live output is dropped. Only while the
+        claim still owns the job: returns False, changing nothing, when the lease was lost (the
+        job was rescued).
         """
 
     def finish_and_claim(
@@ -166,6 +168,13 @@ class Store(Protocol):
         when it has grown long, as it does only while no worker runs to fold it.
         """
 
+    def activity(self, since: datetime) -> list[models.ActivityRow]:
+        """Attempts counted per queue, minute and duration bucket, for the minutes from `since`.
+
+        A few rows a queue and minute however many attempts ended: as cheap at ten million
+        jobs as at ten. Rows with the same key may come more than once; they add up.
+        """
+
     def live_output(self, job_id: str) -> models.LiveOutput | None:
         """The running attempt's output saved so far; None when the job is not running."""
 
@@ -201,6 +210,9 @@ class Store(Protocol):
         The window is seq in (after, after + window]; a job goes when it finished before its
         state's cutoff in `before` (a state left out is kept).
         """
+
+    def prune_activity(self, before: datetime) -> int:
+        """Retention: forget the activity of minutes begun before `before`; say how many rows."""
 
     def pause(self, queues: Sequence[str]) -> None:
         """Stop claims from taking these queues' jobs (running ones finish)."""

@@ -160,6 +160,22 @@ def counts(rows: Sequence[Row]) -> models.Counts:
     return models.Counts(by_queue=by_queue)
 
 
+def activity_rows(
+    rows: Sequence[Row], minute: Callable[[Any], datetime]
+) -> list[models.ActivityRow]:
+    """Activity from (minute, queue, bucket, completed, failed) rows; `minute` reads a minute."""
+    return [
+        models.ActivityRow(
+            queue=row["queue"],
+            minute=minute(row["minute"]),
+            bucket=row["bucket"],
+            completed=row["completed"],
+            failed=row["failed"],
+        )
+        for row in rows
+    ]
+
+
 def states_for(selection: models.Selection, allowed: Sequence[models.JobState]) -> list[str]:
     """The states an action on `selection` touches: those it applies to that the selection names."""
     wanted = allowed if selection.states is None else selection.states

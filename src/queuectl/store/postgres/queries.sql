@@ -119,7 +119,7 @@ UPDATE jobs
 -- first, so a finish and a rescue racing each other are taken one after the other, and the
 -- second sees the first's change (READ COMMITTED re-reads a row it waited for).
 WITH owned AS (
-    SELECT seq, run_count, worker_id, worker_host
+    SELECT seq, run_count, worker_id, worker_host, queue
       FROM jobs
      WHERE seq = %(seq)s
        AND state = 'processing'
@@ -127,6 +127,13 @@ WITH owned AS (
        AND run_count = %(run_count)s
        AND CASE WHEN %(rescue)s THEN lease_expires_at < now() ELSE lease_expires_at >= now() END
        FOR UPDATE
+), counted AS (
+    -- The attempt counted in its queue's activity of this minute (migration 4), when it counts.
+    INSERT INTO activity (minute, queue, bucket, completed, failed)
+    SELECT to_timestamp(floor(extract(epoch FROM now()) / 60) * 60), queue,
+           %(bucket)s, %(completed)s, %(failed)s
+      FROM owned
+     WHERE %(counted)s
 )
 INSERT INTO attempts (
     job_seq, number, worker_id, host, pid, started_at, ended_at,
@@ -277,6 +284,40 @@ SELECT queue, state, sum(delta)
   FROM gone
  GROUP BY queue, state
 HAVING sum(delta) <> 0;
+
+-- name: select_activity :many
+-- The activity of the minutes from %(since)s (migration 4), summed per key.
+SELECT minute, queue, bucket, sum(completed)::bigint AS completed, sum(failed)::bigint AS failed
+  FROM activity
+ WHERE minute >= %(since)s
+ GROUP BY minute, queue, bucket;
+
+-- name: compact_activity :exec
+-- Fold the activity log of the last ten minutes into one row per key, as compact_counts folds
+-- the count log (rows another fold holds are skipped). Older minutes are left as they are: only
+-- a transaction that ran for minutes counts an attempt that late, and retention drops them.
+WITH gone AS (
+    DELETE FROM activity
+     WHERE minute >= now() - interval '10 minutes'
+       AND id IN (SELECT id
+                    FROM activity
+                   WHERE minute >= now() - interval '10 minutes'
+                     AND (minute, queue, bucket) IN (SELECT minute, queue, bucket
+                                                       FROM activity
+                                                      WHERE minute >= now() - interval '10 minutes'
+                                                      GROUP BY minute, queue, bucket
+                                                     HAVING count(*) > 1)
+                     FOR UPDATE SKIP LOCKED)
+    RETURNING minute, queue, bucket, completed, failed
+)
+INSERT INTO activity (minute, queue, bucket, completed, failed)
+SELECT minute, queue, bucket, sum(completed), sum(failed)
+  FROM gone
+ GROUP BY minute, queue, bucket;
+
+-- name: prune_activity :rowcount
+-- Retention: forget the activity of minutes before %(before)s.
+DELETE FROM activity WHERE minute < %(before)s;
 
 -- name: select_named_ids :many
 -- Which of these ids name jobs in one of :states.

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from queuectl import errors, models
+from queuectl import activity, errors, models
 from queuectl.store import common, location, sqlfile
 from queuectl.store import migrate as migrations
 from queuectl.store.postgres import connection, notify
@@ -154,6 +154,7 @@ class PostgresStore:
 
     def compact_counts(self) -> None:
         self._run("compact_counts")
+        self._run("compact_activity")
 
     # --- jobs: write path --------------------------------------------------------
     def enqueue(self, jobs: Sequence[models.NewJob]) -> None:
@@ -313,9 +314,14 @@ class PostgresStore:
         A job that goes back to waiting may be due now: idle workers are woken with the commit.
         """
         key = common.claim_key(claim)
+        tally = activity.tally(outcome)
         inserted = conn.execute(
             _Q["insert_attempt"],
             {
+                "counted": tally is not None,
+                "bucket": 0 if tally is None else tally.bucket,
+                "completed": 0 if tally is None else tally.completed,
+                "failed": 0 if tally is None else tally.failed,
                 "pid": outcome.pid,
                 "started_at": outcome.started_at,
                 "ended_at": outcome.ended_at,
@@ -385,6 +391,9 @@ class PostgresStore:
             self.compact_counts()
             rows = self._all("count_jobs")
         return common.counts([row for row in rows if row["n"] != 0])
+
+    def activity(self, since: datetime) -> list[models.ActivityRow]:
+        return common.activity_rows(self._all("select_activity", since=since), lambda t: t)
 
     def live_output(self, job_id: str) -> models.LiveOutput | None:
         row = self._one("select_live_output", job_id=job_id)
@@ -456,6 +465,9 @@ class PostgresStore:
         return models.PurgeStep(
             deleted=deleted, next_after=common.next_purge(upto, following, before)
         )
+
+    def prune_activity(self, before: datetime) -> int:
+        return self._run("prune_activity", before=before)
 
     def pause(self, queues: Sequence[str]) -> None:
         with self._transaction() as conn:

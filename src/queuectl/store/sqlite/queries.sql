@@ -158,6 +158,14 @@ UPDATE queuectl_jobs
    AND worker_id = :worker_id
    AND run_count = :run_count;
 
+-- name: count_attempt :exec
+-- Count a recorded attempt in its queue's activity of this minute (migration 7), in the
+-- transaction that recorded it (a job's queue never changes while it runs).
+INSERT INTO queuectl_activity (minute, queue, bucket, completed, failed)
+VALUES (:minute, :queue, :bucket, :completed, :failed)
+    ON CONFLICT (minute, queue, bucket) DO UPDATE SET completed = completed + excluded.completed,
+                                                      failed    = failed + excluded.failed;
+
 -- name: delete_live_output :exec
 -- The attempt is recorded with its output: what it showed while running is spent.
 DELETE FROM queuectl_live_output WHERE job_seq = :seq;
@@ -250,6 +258,14 @@ SELECT j.id AS job_id, a.*
 -- name: count_jobs :many
 -- Job counts per queue and state: the kept counts (migration 6), a few rows however many jobs.
 SELECT queue, state, n FROM queuectl_counts WHERE n > 0;
+
+-- name: select_activity :many
+-- The activity of the minutes from :since (migration 7): one range of the primary key.
+SELECT minute, queue, bucket, completed, failed FROM queuectl_activity WHERE minute >= :since;
+
+-- name: prune_activity :rowcount
+-- Retention: forget the activity of minutes before :before.
+DELETE FROM queuectl_activity WHERE minute < :before;
 
 -- name: select_named_ids :many
 -- Which of these ids (a JSON array) name jobs in one of :states (a JSON array).

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import apsw
 
-from queuectl import errors, models, paths
+from queuectl import activity, errors, models, paths
 from queuectl.store import common, sqlfile
 from queuectl.store import migrate as migrations
 from queuectl.store.sqlite import wakeup
@@ -476,6 +476,17 @@ class SqliteStore:
         )
         if inserted != 1:
             return False
+        now = self._now_us()
+        tally = activity.tally(outcome)
+        if tally is not None:
+            self._run(
+                "count_attempt",
+                minute=now // 60_000_000,
+                bucket=tally.bucket,
+                completed=tally.completed,
+                failed=tally.failed,
+                queue=claim.job.queue,
+            )
         self._run("delete_live_output", seq=claim.job.seq)
         self._run(
             "finish_job",
@@ -483,7 +494,7 @@ class SqliteStore:
             attempts=transition.attempts,
             run_at=None if transition.run_at is None else _us(transition.run_at),
             last_error=transition.last_error,
-            now=self._now_us(),
+            now=now,
             **key,
         )
         return True
@@ -527,6 +538,10 @@ class SqliteStore:
 
     def counts(self) -> models.Counts:
         return common.counts(self._all("count_jobs"))
+
+    def activity(self, since: datetime) -> list[models.ActivityRow]:
+        rows = self._all("select_activity", since=activity.minute_of(since))
+        return common.activity_rows(rows, activity.minute_start)
 
     def live_output(self, job_id: str) -> models.LiveOutput | None:
         row = self._one("select_live_output", job_id=job_id)
@@ -593,6 +608,10 @@ class SqliteStore:
         return models.PurgeStep(
             deleted=deleted, next_after=common.next_purge(upto, following, before)
         )
+
+    def prune_activity(self, before: datetime) -> int:
+        with self._write():
+            return self._run("prune_activity", before=activity.minute_of(before))
 
     def pause(self, queues: Sequence[str]) -> None:
         with self._write():

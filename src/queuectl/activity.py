@@ -1,8 +1,9 @@
 """What the queues did lately: attempts ended per minute, and how long they ran.
 
 Each store keeps, with every recorded attempt and in its transaction, one count per queue,
-minute and duration bucket (`models.ActivityRow`), so that `status` reads at most a few
-thousand rows for the last hour whatever the number of jobs or attempts. Durations go into
+minute and duration bucket, and sums them per queue and minute and per queue and bucket when
+asked (`models.Activity`), so that `status` reads a few hundred rows for the last hour whatever
+the number of jobs or attempts. Durations go into
 logarithmic buckets of an eighth of an octave: a percentile read back from them is within
 4.5 % of the exact one (tests/test_activity.py checks it against sorted samples).
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from queuectl import models
@@ -118,25 +118,26 @@ class QueueActivity:
     p95: float | None
 
 
-def summarise(rows: Iterable[models.ActivityRow], now: datetime) -> dict[str, QueueActivity]:
-    """Per queue, the window ending at `now` from the store's rows (rows outside are ignored)."""
+def summarise(seen: models.Activity, now: datetime) -> dict[str, QueueActivity]:
+    """Per queue, the window ending at `now` from what the store read since window_start(now).
+
+    Minutes outside the window are left out of the per-minute counts (a clock stepped back can
+    have counted some after it); the durations are the store's sums as they come.
+    """
     last = minute_of(now)
     first = last - (WINDOW_MINUTES - 1)
     per_minute: dict[str, dict[int, list[int]]] = {}
-    durations: dict[str, dict[int, int]] = {}
-    minutes_of: dict[datetime, int] = {}
-    for row in rows:
-        minute = minutes_of.get(row.minute)
-        if minute is None:
-            minute = minutes_of[row.minute] = minute_of(row.minute)
+    for count in seen.minutes:
+        minute = minute_of(count.minute)
         if not first <= minute <= last:
             continue
-        cell = per_minute.setdefault(row.queue, {}).setdefault(minute, [0, 0])
-        cell[0] += row.completed
-        cell[1] += row.failed
-        if row.bucket != NO_DURATION:
-            histogram = durations.setdefault(row.queue, {})
-            histogram[row.bucket] = histogram.get(row.bucket, 0) + row.completed + row.failed
+        cell = per_minute.setdefault(count.queue, {}).setdefault(minute, [0, 0])
+        cell[0] += count.completed
+        cell[1] += count.failed
+    durations: dict[str, dict[int, int]] = {}
+    for duration in seen.durations:
+        histogram = durations.setdefault(duration.queue, {})
+        histogram[duration.bucket] = histogram.get(duration.bucket, 0) + duration.n
     result = {}
     for queue, cells in per_minute.items():
         minutes = [

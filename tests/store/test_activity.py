@@ -22,13 +22,20 @@ from tests.store.test_store import CFG, finish, lost, must_claim, new_job, outco
 __all__ = ["pg_store", "pg_url"]  # fixtures of the PostgreSQL-only tests below
 
 
-def totals(store: Store) -> dict[tuple[str, int], tuple[int, int]]:
-    """(queue, bucket) -> (completed, failed) over every kept minute."""
-    found: dict[tuple[str, int], tuple[int, int]] = {}
-    for row in store.activity(store.now() - activity.KEEP):
-        c, f = found.get((row.queue, row.bucket), (0, 0))
-        found[(row.queue, row.bucket)] = (c + row.completed, f + row.failed)
-    return found
+Totals = tuple[dict[str, tuple[int, int]], dict[tuple[str, int], int]]
+
+
+def totals(store: Store) -> Totals:
+    """Over every kept minute: queue -> (completed, failed), and (queue, bucket) -> attempts."""
+    seen = store.activity(store.now() - activity.KEEP)
+    counts: dict[str, tuple[int, int]] = {}
+    for m in seen.minutes:
+        c, f = counts.get(m.queue, (0, 0))
+        counts[m.queue] = (c + m.completed, f + m.failed)
+    durations: dict[tuple[str, int], int] = {}
+    for d in seen.durations:
+        durations[(d.queue, d.bucket)] = durations.get((d.queue, d.bucket), 0) + d.n
+    return counts, durations
 
 
 def run_one(store: Store, job_id: str, end: models.AttemptEnd, queue: str = "default") -> None:
@@ -48,14 +55,17 @@ def test_each_finish_counts_its_attempt_in_its_queue(store):
     run_one(store, "slow", models.AttemptEnd.TIMEOUT, queue="mail")
     run_one(store, "stopped", models.AttemptEnd.SHUTDOWN, queue="mail")
     run_one(store, "cancelled", models.AttemptEnd.CANCELLED, queue="mail")
-    assert totals(store) == {("default", ONE_SECOND): (2, 1), ("mail", ONE_SECOND): (0, 1)}
+    assert totals(store) == (
+        {"default": (2, 1), "mail": (0, 1)},
+        {("default", ONE_SECOND): 3, ("mail", ONE_SECOND): 1},
+    )
 
 
 def test_the_minute_is_the_stores_own(store):
     before = store.now()
     run_one(store, "j", models.AttemptEnd.SUCCEEDED)
     after = store.now()
-    [row] = store.activity(before - timedelta(minutes=1))
+    [row] = store.activity(before - timedelta(minutes=1)).minutes
     assert activity.minute_of(before) <= activity.minute_of(row.minute) <= activity.minute_of(after)
     assert row.minute == activity.minute_start(activity.minute_of(row.minute))
 
@@ -68,7 +78,7 @@ def test_a_finish_that_lost_its_lease_counts_nothing(store):
     ok, _ = finish(store, c)  # the old worker reports, too late
     assert not ok
     # The rescue counted one failure, with no duration (a lost worker's end says nothing).
-    assert totals(store) == {("default", activity.NO_DURATION): (0, 1)}
+    assert totals(store) == ({"default": (0, 1)}, {})
 
 
 def test_finish_and_claim_counts_the_finished_attempt(store):
@@ -78,17 +88,19 @@ def test_finish_and_claim_counts_the_finished_attempt(store):
     transition = retry.next_transition(c.job, out, CFG, store.now())
     finished, following = store.finish_and_claim(c, out, transition, None, 60.0)
     assert finished and following is not None
-    assert totals(store) == {("default", ONE_SECOND): (1, 0)}
+    assert totals(store) == ({"default": (1, 0)}, {("default", ONE_SECOND): 1})
 
 
 def test_since_leaves_earlier_minutes_out_and_prune_forgets_them(store):
     run_one(store, "j", models.AttemptEnd.SUCCEEDED)
     now = store.now()
-    assert store.activity(now + timedelta(minutes=2)) == []
+    nothing = models.Activity(minutes=[], durations=[])
+    assert store.activity(now + timedelta(minutes=2)) == nothing
     assert store.prune_activity(now - timedelta(minutes=5)) == 0
-    assert len(store.activity(now - timedelta(minutes=5))) == 1
+    kept = store.activity(now - timedelta(minutes=5))
+    assert (len(kept.minutes), len(kept.durations)) == (1, 1)
     assert store.prune_activity(now + timedelta(minutes=2)) >= 1
-    assert store.activity(now - timedelta(minutes=5)) == []
+    assert store.activity(now - timedelta(minutes=5)) == nothing
 
 
 def test_status_summarises_the_last_hour(store):
@@ -120,7 +132,7 @@ def test_workers_forget_activity_older_than_two_hours(store, db):
             )
 
     def queues() -> list[str]:
-        return sorted(row.queue for row in store.activity(activity.minute_start(old)))
+        return sorted(m.queue for m in store.activity(activity.minute_start(old)).minutes)
 
     assert queues() == ["new", "old"]
     with WorkerPool(db, 1):  # a worker's retention pass comes at its first sweep
@@ -146,7 +158,10 @@ def test_folding_the_log_keeps_the_sums(pg_store: PostgresStore, pg_url: str) ->
     assert log_rows(pg_url) <= 2 * 2  # a row per key (a minute may have turned: two)
     run_one(pg_store, "late", models.AttemptEnd.SUCCEEDED)  # added on top, folded next time
     pg_store.compact_counts()
-    assert totals(pg_store)[("default", ONE_SECOND)] == (21, 0)
+    assert totals(pg_store) == (
+        {"default": (21, 0), "mail": (0, 20)},
+        {("default", ONE_SECOND): 21, ("mail", ONE_SECOND): 20},
+    )
     assert log_rows(pg_url) <= 2 * 2
 
 
@@ -169,6 +184,6 @@ def test_a_fold_skips_rows_another_is_folding_and_never_waits(
         thread.start()
         assert done.wait(10), "a fold waited for another"
         thread.join()
-    assert totals(pg_store) == {("default", ONE_SECOND): (10, 0)}
+    assert totals(pg_store) == ({"default": (10, 0)}, {("default", ONE_SECOND): 10})
     pg_store.compact_counts()
     assert log_rows(pg_url) <= 2

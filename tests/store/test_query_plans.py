@@ -21,7 +21,7 @@ EXPECTED = {
     "extend_lease": "INTEGER PRIMARY KEY",
     "list_problem_jobs": "queuectl_jobs_problems",
     "count_jobs": "queuectl_counts",  # status: the kept counts, never a count of the jobs
-    "select_activity": "queuectl_activity USING PRIMARY KEY (minute>?)",  # one range
+    "select_activity_minutes": "queuectl_activity USING PRIMARY KEY (minute>?)",  # one range
 }
 
 
@@ -40,3 +40,17 @@ def test_hot_query_uses_its_index_and_never_sorts(
     assert any(index in step for step in plan), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan
     assert not any(step.startswith("SCAN queuectl_jobs") and "INDEX" not in step for step in plan)
+
+
+def test_activity_durations_read_one_range_of_the_activity_only(store: Store, db_path: Path):
+    # Summed by queue and bucket in a temporary tree: what it sorts is the window's rows.
+    con = apsw.Connection(str(db_path))
+    plan = [
+        row[3]
+        for row in con.execute(
+            "EXPLAIN QUERY PLAN " + _Q["select_activity_durations"], {"since": 0}
+        )
+    ]
+    con.close()
+    assert any("queuectl_activity USING PRIMARY KEY (minute>?)" in step for step in plan), plan
+    assert not any("queuectl_jobs" in step or "queuectl_attempts" in step for step in plan), plan

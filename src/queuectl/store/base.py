@@ -168,11 +168,12 @@ class Store(Protocol):
         when it has grown long, as it does only while no worker runs to fold it.
         """
 
-    def activity(self, since: datetime) -> list[models.ActivityRow]:
-        """Attempts counted per queue, minute and duration bucket, for the minutes from `since`.
+    def activity(self, since: datetime) -> models.Activity:
+        """The attempts counted in the minutes from `since`, per minute and per duration bucket.
 
-        A few rows a queue and minute however many attempts ended: as cheap at ten million
-        jobs as at ten. Rows with the same key may come more than once; they add up.
+        Counted by finish() and rescue(), per queue (queuectl.activity.tally). Read from rows
+        kept per queue, minute and bucket: as cheap at ten million jobs as at ten. Several items
+        with the same key may come; they add up.
         """
 
     def live_output(self, job_id: str) -> models.LiveOutput | None:

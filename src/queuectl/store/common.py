@@ -160,20 +160,20 @@ def counts(rows: Sequence[Row]) -> models.Counts:
     return models.Counts(by_queue=by_queue)
 
 
-def activity_rows(
-    rows: Sequence[Row], minute: Callable[[Any], datetime]
-) -> list[models.ActivityRow]:
-    """Activity from (minute, queue, bucket, completed, failed) rows; `minute` reads a minute."""
-    return [
-        models.ActivityRow(
-            queue=row["queue"],
-            minute=minute(row["minute"]),
-            bucket=row["bucket"],
-            completed=row["completed"],
-            failed=row["failed"],
-        )
-        for row in rows
-    ]
+def activity(
+    minutes: Sequence[Row], durations: Sequence[Row], minute: Callable[[Any], datetime]
+) -> models.Activity:
+    """Activity from (minute, queue, completed, failed) and (queue, bucket, n) rows.
+
+    `minute` reads a stored minute.
+    """
+    return models.Activity(
+        minutes=[
+            models.MinuteCount(r["queue"], minute(r["minute"]), r["completed"], r["failed"])
+            for r in minutes
+        ],
+        durations=[models.DurationCount(r["queue"], r["bucket"], r["n"]) for r in durations],
+    )
 
 
 def states_for(selection: models.Selection, allowed: Sequence[models.JobState]) -> list[str]:

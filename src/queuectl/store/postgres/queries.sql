@@ -285,12 +285,20 @@ SELECT queue, state, sum(delta)
  GROUP BY queue, state
 HAVING sum(delta) <> 0;
 
--- name: select_activity :many
--- The activity of the minutes from %(since)s (migration 4), summed per key.
-SELECT minute, queue, bucket, sum(completed)::bigint AS completed, sum(failed)::bigint AS failed
+-- name: select_activity_minutes :many
+-- Attempts per queue and minute from %(since)s (migration 4): a range of the minute index.
+SELECT minute, queue, sum(completed)::bigint AS completed, sum(failed)::bigint AS failed
   FROM activity
  WHERE minute >= %(since)s
- GROUP BY minute, queue, bucket;
+ GROUP BY minute, queue;
+
+-- name: select_activity_durations :many
+-- Attempts per queue and duration bucket from %(since)s, those without a duration left out.
+SELECT queue, bucket, sum(completed + failed)::bigint AS n
+  FROM activity
+ WHERE minute >= %(since)s
+   AND bucket >= 0
+ GROUP BY queue, bucket;
 
 -- name: compact_activity :exec
 -- Fold the activity log of the last ten minutes into one row per key, as compact_counts folds

@@ -392,8 +392,10 @@ class PostgresStore:
             rows = self._all("count_jobs")
         return common.counts([row for row in rows if row["n"] != 0])
 
-    def activity(self, since: datetime) -> list[models.ActivityRow]:
-        return common.activity_rows(self._all("select_activity", since=since), lambda t: t)
+    def activity(self, since: datetime) -> models.Activity:
+        minutes = self._all("select_activity_minutes", since=since)
+        durations = self._all("select_activity_durations", since=since)
+        return common.activity(minutes, durations, lambda t: t)
 
     def live_output(self, job_id: str) -> models.LiveOutput | None:
         row = self._one("select_live_output", job_id=job_id)

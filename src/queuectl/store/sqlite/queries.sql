@@ -259,9 +259,22 @@ SELECT j.id AS job_id, a.*
 -- Job counts per queue and state: the kept counts (migration 6), a few rows however many jobs.
 SELECT queue, state, n FROM queuectl_counts WHERE n > 0;
 
--- name: select_activity :many
--- The activity of the minutes from :since (migration 7): one range of the primary key.
-SELECT minute, queue, bucket, completed, failed FROM queuectl_activity WHERE minute >= :since;
+-- name: select_activity_minutes :many
+-- Attempts per queue and minute from :since (migration 7): one range of the primary key, summed
+-- as it is read, in its order.
+SELECT minute, queue, sum(completed) AS completed, sum(failed) AS failed
+  FROM queuectl_activity
+ WHERE minute >= :since
+ GROUP BY minute, queue;
+
+-- name: select_activity_durations :many
+-- Attempts per queue and duration bucket from :since, those without a duration left out: the
+-- same range, summed in a small temporary tree (a row per queue and bucket).
+SELECT queue, bucket, sum(completed + failed) AS n
+  FROM queuectl_activity
+ WHERE minute >= :since
+   AND bucket >= 0
+ GROUP BY queue, bucket;
 
 -- name: prune_activity :rowcount
 -- Retention: forget the activity of minutes before :before.

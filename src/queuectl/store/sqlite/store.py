@@ -539,9 +539,11 @@ class SqliteStore:
     def counts(self) -> models.Counts:
         return common.counts(self._all("count_jobs"))
 
-    def activity(self, since: datetime) -> list[models.ActivityRow]:
-        rows = self._all("select_activity", since=activity.minute_of(since))
-        return common.activity_rows(rows, activity.minute_start)
+    def activity(self, since: datetime) -> models.Activity:
+        first = activity.minute_of(since)
+        minutes = self._all("select_activity_minutes", since=first)
+        durations = self._all("select_activity_durations", since=first)
+        return common.activity(minutes, durations, activity.minute_start)
 
     def live_output(self, job_id: str) -> models.LiveOutput | None:
         row = self._one("select_live_output", job_id=job_id)

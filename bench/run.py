@@ -86,12 +86,13 @@ class Sizes:
     big_output: int = 1024**3
     status_small: int = 1000
     status_large: int = 10_000_000
+    wait_returns: int = 20
 
 
 QUICK = Sizes(
     jobs=200, pickups=10, cli_runs=3, bulk=2000, depth_small=100, depth_large=2000,
     depth_ops=100, overhead_ops=200, memory_jobs=300, big_output=8 * 1024**2,
-    status_small=100, status_large=2000,
+    status_small=100, status_large=2000, wait_returns=2,
 )  # fmt: skip
 
 
@@ -905,6 +906,65 @@ def bench_memory(target: Target, sizes: Sizes) -> Result:
     return result
 
 
+WAIT_IDLE_SECONDS = 5.0
+"""How long `wait`'s CPU is sampled while its job runs."""
+
+
+def bench_wait(target: Target, sizes: Sizes) -> Result:
+    """`queuectl wait JOB`: its CPU while the job runs, and how soon it returns once it ends.
+
+    The job is claimed and finished in-process (no worker), so the return is timed from the
+    finish's commit to the waiter's exit, `wait_returns` times; the CPU is the waiter's own.
+    """
+    result = Result("wait")
+    db = target.fresh("wait")
+    store = open_store(db)
+    cpu: list[float] = []
+    after_end: list[float] = []
+    exited: list[float] = []
+    try:
+        for turn in range(sizes.wait_returns):
+            [job_id] = api.enqueue(store, [JobSpec(command="true")])
+            claim = store.claim("bench", "host", None, 600.0)
+            assert claim is not None  # noqa: S101
+            waiter = subprocess.Popen(
+                [QUEUECTL, "--db", db, "wait", job_id], stdout=subprocess.PIPE
+            )
+            time.sleep(1.0)  # past its start-up: the part measured is its waiting
+            if turn == 0:
+                before = _cpu_ticks(waiter.pid)
+                time.sleep(WAIT_IDLE_SECONDS)
+                ticks = _cpu_ticks(waiter.pid) - before
+                cpu.append(100.0 * ticks / os.sysconf("SC_CLK_TCK") / WAIT_IDLE_SECONDS)
+            now = store.now()
+            outcome = executor_outcome(now)
+            store.finish(
+                claim, outcome, retry.next_transition(claim.job, outcome, qconfig.Config(), now)
+            )
+            ended = time.perf_counter()
+            assert waiter.stdout is not None  # noqa: S101
+            said = waiter.stdout.readline()  # `JOB: completed`, printed once it saw the end
+            after_end.append(time.perf_counter() - ended)
+            waiter.communicate(timeout=30)
+            exited.append(time.perf_counter() - ended)
+            assert (waiter.returncode, said) == (0, f"{job_id}: completed\n".encode())  # noqa: S101
+    finally:
+        store.close()
+        target.discard(db)
+    ms = sorted(t * 1000 for t in after_end)
+    result.figures.update(
+        waiting_cpu_percent=cpu[0], returns=len(ms),
+        return_p50_ms=statistics.median(ms), return_max_ms=ms[-1],
+        exit_p50_ms=statistics.median(exited) * 1000, poll_interval_ms=api.WAIT_POLL * 1000,
+    )  # fmt: skip
+    result.notes.append(
+        f"CPU of one `queuectl wait` over {WAIT_IDLE_SECONDS:g} s of its job running (% of a "
+        "core; target < 1); return: from the finish's commit to the waiter printing the job's "
+        "state (target: within 100 ms); exit: to the process's exit"
+    )
+    return result
+
+
 BENCHMARKS: dict[str, Callable[[Target, Sizes], Result]] = {
     "throughput": bench_throughput,
     "latency": bench_latency,
@@ -913,6 +973,7 @@ BENCHMARKS: dict[str, Callable[[Target, Sizes], Result]] = {
     "overhead": bench_overhead,
     "memory": bench_memory,
     "status": bench_status,
+    "wait": bench_wait,
 }
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests import pgcluster
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = {"throughput", "latency", "enqueue", "depth", "overhead", "memory", "status"}
+NAMES = {"throughput", "latency", "enqueue", "depth", "overhead", "memory", "status", "wait"}
 
 
 @pytest.mark.timeout(600)
@@ -38,6 +38,7 @@ def test_every_benchmark_runs_at_a_tiny_size(
         assert all(value >= 0 for value in result["figures"].values()), name
     status = results["status"]["figures"]
     assert (status["small_jobs"], status["large_jobs"]) == (100, 2000)  # counted as filled
+    assert results["wait"]["figures"]["returns"] == 2  # each waiter printed `JOB: completed`
     if backend == "postgres":
         assert results["throughput"]["figures"]["workers2_psycopg_loop_per_s"] > 0
         assert results["overhead"]["figures"]["raw_sync_on_jobs_per_s"] > 0

@@ -3,9 +3,9 @@
 Each store keeps, with every recorded attempt and in its transaction, one count per queue,
 minute and duration bucket, and sums them per queue and minute and per queue and bucket when
 asked (`models.Activity`), so that `status` reads a few hundred rows for the last hour whatever
-the number of jobs or attempts. Durations go into
-logarithmic buckets of an eighth of an octave: a percentile read back from them is within
-4.5 % of the exact one (tests/test_activity.py checks it against sorted samples).
+the number of jobs or attempts. Durations go into logarithmic buckets of an eighth of an
+octave: a percentile read back from them is within 4.5 % of the exact one
+(tests/unit/test_activity.py checks it against sorted samples).
 
 Which attempts count (docs: README, "status"):
 - completed: the attempt succeeded;

@@ -4,8 +4,8 @@
 -- bucket updated in place would be taken by every worker's finish in turn. So insert_attempt
 -- appends a row with every attempt that counts, in its own statement, and compact_activity
 -- (workers' maintenance, every second) folds the recent minutes into a row per key;
--- select_activity sums what is left. minute: the minute's start by the server's clock; bucket:
--- queuectl.activity's duration bucket (-1: no duration).
+-- select_activity_minutes and _durations sum what is left. minute: the minute's start by the
+-- server's clock; bucket: queuectl.activity's duration bucket (-1: no duration).
 CREATE TABLE activity (
     id        bigint      GENERATED ALWAYS AS IDENTITY,
     minute    timestamptz NOT NULL,

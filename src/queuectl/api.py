@@ -337,8 +337,11 @@ def wait(
         sleep(
             WAIT_POLL if deadline is None else min(WAIT_POLL, max(deadline - time.monotonic(), 0))
         )
+        now = store.job_states(waiting)
         for job_id in waiting:
-            states[job_id] = get_job(store, job_id).state
+            if job_id not in now:
+                get_job(store, job_id)  # gone: NotFound, as it says
+            states[job_id] = now[job_id]
 
 
 @record

@@ -322,3 +322,45 @@ def test_tags_are_stored_and_read_back(store):
     store.enqueue([new_job("t", tags=("nightly", "db")), new_job("u")])
     assert job(store, "t").tags == ("nightly", "db")
     assert job(store, "u").tags == ()
+
+
+def test_job_states_reads_every_named_job_at_once_and_leaves_out_unknown_ones(store):
+    store.enqueue([new_job("a"), new_job("b"), new_job("c")])
+    must_claim(store)  # a: processing
+    store.cancel(models.Selection(ids=("c",)))
+    assert store.job_states(["a", "b", "c", "nope"]) == {
+        "a": models.JobState.PROCESSING,
+        "b": models.JobState.PENDING,
+        "c": models.JobState.CANCELLED,
+    }
+    assert store.job_states([]) == {}
+
+
+def test_wait_says_not_found_for_a_job_deleted_while_it_waits(store):
+    store.enqueue([new_job("stays"), new_job("goes")])
+
+    def delete_then_sleep(seconds: float) -> None:
+        store.delete(Selection(ids=("goes",)))
+
+    with pytest.raises(errors.NotFound, match='no job with id "goes"'):
+        api.wait(store, ["stays", "goes"], timeout=5, sleep=delete_then_sleep)
+
+
+def test_wait_reads_the_states_of_all_its_jobs_in_one_look(store, monkeypatch):
+    ids = [f"j{n}" for n in range(50)]
+    store.enqueue([new_job(job_id) for job_id in ids])
+    looks: list[int] = []
+    real = store.job_states
+
+    def counted(job_ids):
+        looks.append(len(job_ids))
+        return real(job_ids)
+
+    monkeypatch.setattr(store, "job_states", counted)
+
+    def finish_all_then_sleep(seconds: float) -> None:
+        store.cancel(Selection(ids=tuple(ids)))
+
+    result = api.wait(store, ids, timeout=5, sleep=finish_all_then_sleep)
+    assert set(result.states.values()) == {JobState.CANCELLED}
+    assert looks == [50]

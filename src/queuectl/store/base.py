@@ -154,6 +154,9 @@ class Store(Protocol):
     def get_job(self, job_id: str) -> models.Job | None:
         """One job, or None."""
 
+    def job_states(self, job_ids: Sequence[str]) -> dict[str, models.JobState]:
+        """The state of each of these jobs that exists, in one read (what `wait` polls)."""
+
     def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
         """Jobs matching `where`, newest first, at most `limit`."""
 

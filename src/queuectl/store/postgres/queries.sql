@@ -213,6 +213,10 @@ UPDATE jobs
 -- One job by id.
 SELECT * FROM jobs WHERE id = %(job_id)s;
 
+-- name: select_job_states :many
+-- The states of the jobs named (the id index, once an id).
+SELECT id, state FROM jobs WHERE id = ANY(%(ids)s);
+
 -- name: select_existing_ids :many
 -- Which of these ids are taken (to name a batch's duplicate after its COPY failed).
 SELECT id FROM jobs WHERE id = ANY (%(ids)s::text[]);

@@ -377,6 +377,10 @@ class PostgresStore:
         row = self._one("select_job", job_id=job_id)
         return None if row is None else _DECODE.job(row)
 
+    def job_states(self, job_ids: Sequence[str]) -> dict[str, models.JobState]:
+        rows = self._all("select_job_states", ids=list(job_ids))
+        return {row["id"]: models.JobState(row["state"]) for row in rows}
+
     def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
         query, params = common.listing(where)
         return [_DECODE.job(row) for row in self._all(query, limit=limit, **params)]

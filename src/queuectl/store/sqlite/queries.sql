@@ -218,6 +218,10 @@ UPDATE queuectl_jobs
 -- One job by id.
 SELECT * FROM queuectl_jobs WHERE id = :job_id;
 
+-- name: select_job_states :many
+-- The states of the jobs named in a JSON array of ids (the id index, once an id).
+SELECT id, state FROM queuectl_jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
 -- name: list_jobs :many
 -- Jobs newest first, optionally of one state and one queue: a walk back from the newest job,
 -- for any state but those below (pending and completed jobs are mostly the newest).

@@ -528,6 +528,10 @@ class SqliteStore:
         row = self._one("select_job", job_id=job_id)
         return None if row is None else _DECODE.job(row)
 
+    def job_states(self, job_ids: Sequence[str]) -> dict[str, models.JobState]:
+        rows = self._all("select_job_states", ids=json.dumps(list(job_ids)))
+        return {row["id"]: models.JobState(row["state"]) for row in rows}
+
     def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
         query, params = common.listing(where)
         params = {k: _json_list(v) if isinstance(v, list) else v for k, v in params.items()}

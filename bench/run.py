@@ -955,7 +955,7 @@ def bench_wait(target: Target, sizes: Sizes) -> Result:
     result.figures.update(
         waiting_cpu_percent=cpu[0], returns=len(ms),
         return_p50_ms=statistics.median(ms), return_max_ms=ms[-1],
-        exit_p50_ms=statistics.median(exited) * 1000, poll_interval_ms=api.WAIT_POLL * 1000,
+        exit_p50_ms=statistics.median(exited) * 1000,
     )  # fmt: skip
     result.notes.append(
         f"CPU of one `queuectl wait` over {WAIT_IDLE_SECONDS:g} s of its job running (% of a "

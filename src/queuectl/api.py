@@ -310,18 +310,22 @@ class WaitResult:
 
 
 WAIT_POLL = 0.05
-"""Seconds between two looks at the jobs waited for: one indexed read per job."""
+"""Seconds between two reads when `wait` is given a `sleep` of its own (tests)."""
+WAIT_FOREVER = 3600.0
+"""What `wait` without a timeout asks the store to wait at most, before it reads again."""
 
 
 def wait(
     store: Store,
     job_ids: Sequence[str],
     timeout: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> WaitResult:
     """Block until every job is completed, dead or cancelled, or `timeout` seconds pass.
 
-    Raises NotFound for an unknown job (before waiting) and when a job is deleted meanwhile.
+    Woken by the store when a job may have ended (Store.wait_for_jobs); `sleep`, when given,
+    is called between two reads instead (tests act there). Raises NotFound for an unknown job
+    (before waiting) and when a job is deleted meanwhile.
     """
     ids = list(dict.fromkeys(job_ids))
     states = {job_id: get_job(store, job_id).state for job_id in ids}
@@ -334,9 +338,11 @@ def wait(
             return WaitResult(states=states, timed_out=False)
         if deadline is not None and time.monotonic() >= deadline:
             return WaitResult(states=states, timed_out=True)
-        sleep(
-            WAIT_POLL if deadline is None else min(WAIT_POLL, max(deadline - time.monotonic(), 0))
-        )
+        left = WAIT_FOREVER if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if sleep is None:
+            store.wait_for_jobs(waiting, left)
+        else:
+            sleep(min(WAIT_POLL, left))
         now = store.job_states(waiting)
         for job_id in waiting:
             if job_id not in now:

@@ -320,6 +320,7 @@ BACKEND_ONLY = {
         "select_existing_ids",
         "compact_counts",
         "compact_activity",
+        "mark_waited",
     },
     "sqlite": {"count_new_jobs", "count_attempt"},
 }

@@ -155,7 +155,17 @@ class Store(Protocol):
         """One job, or None."""
 
     def job_states(self, job_ids: Sequence[str]) -> dict[str, models.JobState]:
-        """The state of each of these jobs that exists, in one read (what `wait` polls)."""
+        """The state of each of these jobs that exists, in one read (what `wait` reads)."""
+
+    def wait_for_jobs(self, job_ids: Sequence[str], timeout: float) -> None:
+        """Block until one of these jobs may have ended (finished or deleted), or `timeout` s.
+
+        The caller reads their states after each return; a return says nothing for sure.
+        SQLite: sleeps a short poll interval. PostgreSQL: the first call listens for the jobs'
+        ends and marks them waited, then returns at once (so that the caller's next read
+        misses nothing); later calls wait for a notification, and return after a fallback
+        interval without one (a notification lost with a connection).
+        """
 
     def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
         """Jobs matching `where`, newest first, at most `limit`."""

@@ -41,12 +41,21 @@ def channel(schema: str) -> str:
     return f"queuectl_{schema}"
 
 
-class Listener:
-    """One worker's listening connection; made lazily, remade after every failure."""
+def done_channel(schema: str) -> str:
+    """The channel on which jobs someone waits for say they ended (migration 5's trigger)."""
+    return f"queuectl_{schema}_done"
 
-    def __init__(self, where: location.PostgresLocation, listen_sql: str) -> None:
+
+class Listener:
+    """One listening connection (a worker's, or a waiter's); made lazily, remade after failures."""
+
+    def __init__(
+        self, where: location.PostgresLocation, listen_sql: str, name: str | None = None
+    ) -> None:
+        """Listen on `name`, the schema's wake-up channel() when None."""
         self.where = where
-        self._listen = sql.SQL(listen_sql).format(channel=sql.Identifier(channel(where.schema)))
+        listened = channel(where.schema) if name is None else name
+        self._listen = sql.SQL(listen_sql).format(channel=sql.Identifier(listened))
         self._conn: connection.Connection | None = None
 
     def wait(self, timeout: float, interrupt: int | None = None) -> Wake:

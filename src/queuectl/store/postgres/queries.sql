@@ -213,6 +213,10 @@ UPDATE jobs
 -- One job by id.
 SELECT * FROM jobs WHERE id = %(job_id)s;
 
+-- name: mark_waited :exec
+-- Someone waits for this job's end: migration 5's trigger will notify it.
+UPDATE jobs SET waited = true WHERE id = %(job_id)s AND NOT waited;
+
 -- name: select_job_states :many
 -- The states of the jobs named (the id index, once an id).
 SELECT id, state FROM jobs WHERE id = ANY(%(ids)s);

@@ -26,6 +26,8 @@ from queuectl.store import common, location, sqlfile
 from queuectl.store import migrate as migrations
 from queuectl.store.postgres import connection, notify
 
+WAIT_FALLBACK = 1.0
+"""Seconds `wait` goes without a notification before it reads its jobs' states anyway."""
 _Q = {name: q.sql for name, q in sqlfile.load(__package__ or "queuectl.store.postgres").items()}
 Row = dict[str, Any]
 COMPACT_AT = 10_000
@@ -62,6 +64,9 @@ class PostgresStore:
         self._clock: tuple[datetime, float] | None = None
         self._listener: notify.Listener | None = None
         self._channel = notify.channel(self.where.schema)
+        self._done: notify.Listener | None = None
+        """`wait`'s listener for the ends of the jobs it marked waited (in self._waited)."""
+        self._waited: set[str] = set()
 
     # --- helpers -------------------------------------------------------------
     def _db(self) -> connection.Connection:
@@ -126,9 +131,10 @@ class PostgresStore:
                 )
 
     def close(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        for listener in (self._listener, self._done):
+            if listener is not None:
+                listener.close()
+        self._listener = self._done = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -380,6 +386,19 @@ class PostgresStore:
     def job_states(self, job_ids: Sequence[str]) -> dict[str, models.JobState]:
         rows = self._all("select_job_states", ids=list(job_ids))
         return {row["id"]: models.JobState(row["state"]) for row in rows}
+
+    def wait_for_jobs(self, job_ids: Sequence[str], timeout: float) -> None:
+        if self._done is None:
+            done = notify.done_channel(self.where.schema)
+            self._done = notify.Listener(self.where, _Q["listen"], done)
+        # Listening first, marking next: an end committed after the mark notifies, and one
+        # committed before it is seen by the caller's next read. A (re)connect returns at once.
+        self._done.wait(min(max(timeout, 0.0), WAIT_FALLBACK))
+        for job_id in job_ids:
+            if job_id not in self._waited:
+                # One row a statement: it never holds one job's lock while waiting for another's.
+                self._run("mark_waited", job_id=job_id)
+                self._waited.add(job_id)
 
     def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
         query, params = common.listing(where)

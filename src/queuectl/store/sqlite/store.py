@@ -35,6 +35,8 @@ BUSY_TIMEOUT_MS = 60_000
 """How long a writer waits for the write lock before giving up."""
 RESTART_LOG_FRAMES = 1000
 """Log length (pages) at which upkeep() starts the write-ahead log over (SQLite's default)."""
+WAIT_POLL = 0.05
+"""Seconds between two reads of the states of the jobs `wait` waits for."""
 DEFERRED_CHECKPOINT_FRAMES = 4 * RESTART_LOG_FRAMES
 """Log length at which a defer_upkeep() connection checkpoints after all (upkeep fell behind)."""
 
@@ -531,6 +533,9 @@ class SqliteStore:
     def job_states(self, job_ids: Sequence[str]) -> dict[str, models.JobState]:
         rows = self._all("select_job_states", ids=json.dumps(list(job_ids)))
         return {row["id"]: models.JobState(row["state"]) for row in rows}
+
+    def wait_for_jobs(self, job_ids: Sequence[str], timeout: float) -> None:
+        time.sleep(min(max(timeout, 0.0), WAIT_POLL))  # a read of the file costs little
 
     def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
         query, params = common.listing(where)

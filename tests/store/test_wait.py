@@ -122,3 +122,24 @@ def test_a_wait_comes_back_after_its_connection_is_killed(
     returns_soon(waiting(store, ["j"]))  # the lost listener: back at once (one maybe missed)
     assert finish(store, c)[0]  # and heard on the new connection
     returns_soon(waiting(store, ["j"]))
+
+
+def test_a_second_wait_on_one_store_is_woken_for_its_new_jobs(store: Store, db: str) -> None:
+    # A long-lived store (the dashboard's) waits for one job, then for another.
+    store.enqueue([new_job("a"), new_job("b")])
+    ca = must_claim(store)
+    cb = must_claim(store)
+    other = open_store(db)
+    try:
+        first = threading.Thread(target=lambda: api.wait(store, ["a"]))
+        first.start()
+        assert finish(other, ca)[0]
+        returns_soon(first)
+        done: list[api.WaitResult] = []
+        second = threading.Thread(target=lambda: done.append(api.wait(store, ["b"])))
+        second.start()
+        assert finish(other, cb)[0]
+    finally:
+        other.close()
+    returns_soon(second)
+    assert done[0].states == {"b": JobState.COMPLETED}

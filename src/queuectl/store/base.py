@@ -161,10 +161,10 @@ class Store(Protocol):
         """Block until one of these jobs may have ended (finished or deleted), or `timeout` s.
 
         The caller reads their states after each return; a return says nothing for sure.
-        SQLite: sleeps a short poll interval. PostgreSQL: the first call listens for the jobs'
-        ends and marks them waited, then returns at once (so that the caller's next read
-        misses nothing); later calls wait for a notification, and return after a fallback
-        interval without one (a notification lost with a connection).
+        SQLite: sleeps a short poll interval. PostgreSQL: a call naming jobs not marked yet
+        listens for their ends, marks them waited and returns at once (so that the caller's
+        next read misses nothing); other calls wait for a notification, and return after a
+        fallback interval without one (a notification lost with a connection).
         """
 
     def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:

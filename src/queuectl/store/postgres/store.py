@@ -391,14 +391,18 @@ class PostgresStore:
         if self._done is None:
             done = notify.done_channel(self.where.schema)
             self._done = notify.Listener(self.where, _Q["listen"], done)
-        # Listening first, marking next: an end committed after the mark notifies, and one
-        # committed before it is seen by the caller's next read. A (re)connect returns at once.
-        self._done.wait(min(max(timeout, 0.0), WAIT_FALLBACK))
-        for job_id in job_ids:
-            if job_id not in self._waited:
+        new = [job_id for job_id in job_ids if job_id not in self._waited]
+        if new:
+            # Listening first (a zero wait connects if need be, and never blocks), marking next,
+            # then back at once: an end committed after the mark notifies, and one committed
+            # before it is seen by the caller's next read.
+            self._done.wait(0.0)
+            for job_id in new:
                 # One row a statement: it never holds one job's lock while waiting for another's.
                 self._run("mark_waited", job_id=job_id)
                 self._waited.add(job_id)
+            return
+        self._done.wait(min(max(timeout, 0.0), WAIT_FALLBACK))  # a (re)connect returns at once
 
     def list_jobs(self, where: models.JobFilter, limit: int) -> list[models.Job]:
         query, params = common.listing(where)
